@@ -1,0 +1,50 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make serve   create .venv, install, migrate the SQLite database, print a
+#                development admin token, serve on http://127.0.0.1:8000
+#   make test    create .venv, install, run the whole test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+INSTANCE := instance
+PYTEST_ARGS ?=
+
+export FLASK_APP := service
+
+.PHONY: serve test bench lint migrate fuzz clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall whenever the declared dependencies change.
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[service,openfeature,dev]'
+	touch $@
+
+migrate: $(VENV)/.installed
+	$(BIN)/flask db upgrade
+
+serve: migrate
+	@mkdir -p $(INSTANCE)
+	@echo "Development admin token (also in $(INSTANCE)/dev-admin-token):"
+	@$(BIN)/flask tokens dev --file $(INSTANCE)/dev-admin-token
+	@rm -rf $(INSTANCE)/prometheus && mkdir -p $(INSTANCE)/prometheus
+	PROMETHEUS_MULTIPROC_DIR=$(INSTANCE)/prometheus PORT=$(PORT) \
+		$(BIN)/gunicorn -c python:service.gunicorn_conf 'service:create_app()'
+
+test: $(VENV)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check sdk service tests benchmarks
+
+# API fuzzing with schemathesis against a live server (CI runs this).
+fuzz: $(VENV)/.installed
+	$(BIN)/python tests/fuzz_api.py
+
+clean:
+	rm -rf $(VENV) $(INSTANCE) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Pitcrew Python SDK: local flag evaluation and event reporting (stdlib only)."""

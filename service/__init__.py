@@ -1,0 +1,71 @@
+"""Pitcrew service: the Flask application factory."""
+
+from pathlib import Path
+
+from flask import Flask
+
+from . import auth, config, content, errors, observability
+from .extensions import db, migrate, openapi
+
+MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_path=str(config.INSTANCE_DIR))
+    app.config.update(config.from_environment())
+    app.config.update(
+        API_TITLE="Pitcrew",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(overrides or {})
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
+    _sqlite_pragmas(app)
+
+    # Order matters: request id first, then who is calling, then what they sent.
+    observability.init_app(app)
+    auth.init_app(app)
+    content.init_app(app)
+    errors.register(app)
+
+    openapi.init_app(app)
+    openapi.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    openapi.spec.options["security"] = [{"bearer": []}]
+    from .api import BLUEPRINTS
+    from .health import blp as health
+
+    for blueprint in BLUEPRINTS:
+        openapi.register_blueprint(blueprint)
+    app.register_blueprint(health)
+
+    from . import cli
+
+    cli.init_app(app)
+    return app
+
+
+def _sqlite_pragmas(app: Flask) -> None:
+    """WAL and a busy timeout let several gunicorn workers share one SQLite file."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+    import sqlalchemy as sa
+
+    with app.app_context():
+        @sa.event.listens_for(db.engine, "connect")
+        def _on_connect(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()

@@ -1,0 +1,77 @@
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models import Environment
+from . import Actor, audit
+from .errors import Conflict, NotFound
+from .pagination import Page, paginate
+from .versioning import check_version
+
+DEFAULT_ENVIRONMENTS = (("development", "Development"), ("staging", "Staging"), ("production", "Production"))
+FIELDS = ("name", "description", "protected")
+
+
+def snapshot(env: Environment) -> dict:
+    return {"key": env.key, "name": env.name, "description": env.description,
+            "protected": env.protected, "version": env.version}
+
+
+def get(key: str) -> Environment:
+    env = db.session.scalars(sa.select(Environment).where(Environment.key == key)).first()
+    if env is None:
+        raise NotFound(f"Environment '{key}' does not exist.")
+    return env
+
+
+def list_environments(*, limit: int = 50, cursor: str | None = None) -> Page:
+    return paginate(sa.select(Environment), Environment.id, limit=limit, cursor=cursor)
+
+
+def create(actor: Actor, data: dict) -> Environment:
+    if db.session.scalars(sa.select(Environment.id).where(Environment.key == data["key"])).first():
+        raise Conflict(f"Environment '{data['key']}' already exists.", {"key": ["Already exists."]})
+    env = Environment(key=data["key"], name=data.get("name") or data["key"],
+                      description=data.get("description", ""), protected=data.get("protected", False))
+    db.session.add(env)
+    db.session.flush()
+    audit.record(actor, "create", "environment", env.key, environment=env.key, after=snapshot(env))
+    db.session.commit()
+    return env
+
+
+def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Environment:
+    env = get(key)
+    check_version(env.version, if_match)
+    before = snapshot(env)
+    for field in FIELDS:
+        if field in changes:
+            setattr(env, field, changes[field])
+    env.version += 1
+    audit.record(actor, "update", "environment", env.key, environment=env.key,
+                 before=before, after=snapshot(env))
+    db.session.commit()
+    return env
+
+
+def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
+    env = get(key)
+    check_version(env.version, if_match)
+    audit.record(actor, "delete", "environment", env.key, environment=env.key, before=snapshot(env))
+    db.session.delete(env)
+    db.session.commit()
+
+
+def ensure_defaults() -> list[Environment]:
+    """Create the standard environments when the database has none at all.
+
+    The initial migration seeds the same list; this serves tests that empty
+    the database between cases."""
+    if db.session.scalars(sa.select(Environment.id).limit(1)).first() is not None:
+        return []
+    created = []
+    for key, name in DEFAULT_ENVIRONMENTS:
+        env = Environment(key=key, name=name, description="")
+        db.session.add(env)
+        created.append(env)
+    db.session.commit()
+    return created

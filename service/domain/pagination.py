@@ -1,0 +1,43 @@
+"""Keyset pagination: ``?limit=&cursor=``, the cursor an opaque token."""
+
+import base64
+from dataclasses import dataclass
+
+from ..extensions import db
+from .errors import ValidationFailed
+
+MAX_LIMIT = 500
+
+
+@dataclass
+class Page:
+    items: list
+    next_cursor: str | None
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        kind, _, value = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
+        if kind != "id":
+            raise ValueError(cursor)
+        return int(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed("Invalid cursor.", {"cursor": ["Not a cursor returned by this API."]}) from exc
+
+
+def paginate(stmt, id_column, *, limit: int, cursor: str | None, descending: bool = False) -> Page:
+    """One page of ``stmt`` ordered by ``id_column``, fetching one row extra to know if more exist."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    if cursor:
+        last = decode_cursor(cursor)
+        stmt = stmt.where(id_column < last if descending else id_column > last)
+    stmt = stmt.order_by(id_column.desc() if descending else id_column.asc()).limit(limit + 1)
+    rows = list(db.session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)

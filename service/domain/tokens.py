@@ -1,0 +1,127 @@
+"""Admin tokens and SDK keys: random secrets, stored only as SHA-256 hashes."""
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models import ROLES, Environment, SdkKey, Token
+from ..models.types import utcnow
+from . import Actor, audit
+from .errors import NotFound, ValidationFailed
+from .pagination import Page, paginate
+
+ADMIN_PREFIX = "pc_admin_"
+SDK_PREFIX = "pc_sdk_"
+DISPLAY_PREFIX_CHARS = 4
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _new_secret(prefix: str) -> str:
+    # 32 random bytes -> 43 url-safe characters.
+    return prefix + secrets.token_urlsafe(32)
+
+
+def _display_prefix(secret: str, prefix: str) -> str:
+    return secret[: len(prefix) + DISPLAY_PREFIX_CHARS]
+
+
+def token_snapshot(token: Token) -> dict:
+    return {"id": token.id, "name": token.name, "role": token.role, "prefix": token.prefix,
+            "revoked": token.revoked_at is not None}
+
+
+def create_token(actor: Actor, name: str, role: str) -> tuple[Token, str]:
+    if role not in ROLES:
+        raise ValidationFailed("Invalid role.", {"role": [f"Must be one of {', '.join(ROLES)}."]})
+    secret = _new_secret(ADMIN_PREFIX)
+    token = Token(name=name, role=role, prefix=_display_prefix(secret, ADMIN_PREFIX),
+                  token_hash=hash_secret(secret), created_by=actor.name)
+    db.session.add(token)
+    db.session.flush()
+    audit.record(actor, "create", "token", str(token.id), after=token_snapshot(token))
+    db.session.commit()
+    return token, secret
+
+
+def list_tokens(*, include_revoked: bool = False, limit: int = 50, cursor: str | None = None) -> Page:
+    stmt = sa.select(Token)
+    if not include_revoked:
+        stmt = stmt.where(Token.revoked_at.is_(None))
+    return paginate(stmt, Token.id, limit=limit, cursor=cursor)
+
+
+def revoke_token(actor: Actor, token_id: int) -> Token:
+    token = db.session.get(Token, token_id)
+    if token is None or token.revoked_at is not None:
+        raise NotFound(f"Token {token_id} does not exist or is already revoked.")
+    before = token_snapshot(token)
+    token.revoked_at = utcnow()
+    audit.record(actor, "revoke", "token", str(token.id), before=before, after=token_snapshot(token))
+    db.session.commit()
+    return token
+
+
+def find_active(model, hash_column, secret: str):
+    """The unrevoked row whose hash matches ``secret``, or None.
+
+    The lookup is by an indexed hash, so timing reveals nothing about the
+    secret; the final comparison is constant-time all the same.
+    """
+    digest = hash_secret(secret)
+    row = db.session.scalars(sa.select(model).where(hash_column == digest)).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(getattr(row, hash_column.key), digest):
+        return None
+    return row
+
+
+def find_token(secret: str) -> Token | None:
+    return find_active(Token, Token.token_hash, secret)
+
+
+def find_sdk_key(secret: str) -> SdkKey | None:
+    return find_active(SdkKey, SdkKey.key_hash, secret)
+
+
+def touch(row, interval_seconds: int) -> None:
+    """Record use, at most once per interval so reads do not all become writes."""
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=interval_seconds):
+        row.last_used_at = now
+        db.session.commit()
+
+
+def sdk_key_snapshot(key: SdkKey) -> dict:
+    return {"id": key.id, "name": key.name, "prefix": key.prefix, "revoked": key.revoked_at is not None}
+
+
+def create_sdk_key(actor: Actor, environment: Environment, name: str = "") -> tuple[SdkKey, str]:
+    secret = _new_secret(SDK_PREFIX)
+    key = SdkKey(environment=environment, name=name, prefix=_display_prefix(secret, SDK_PREFIX),
+                 key_hash=hash_secret(secret), created_by=actor.name)
+    db.session.add(key)
+    db.session.flush()
+    audit.record(actor, "create", "sdk_key", str(key.id), environment=environment.key,
+                 after=sdk_key_snapshot(key))
+    db.session.commit()
+    return key, secret
+
+
+def revoke_sdk_key(actor: Actor, environment: Environment, key_id: int) -> SdkKey:
+    key = db.session.get(SdkKey, key_id)
+    if key is None or key.environment_id != environment.id or key.revoked_at is not None:
+        raise NotFound(f"SDK key {key_id} does not exist in {environment.key} or is already revoked.")
+    before = sdk_key_snapshot(key)
+    key.revoked_at = utcnow()
+    audit.record(actor, "revoke", "sdk_key", str(key.id), environment=environment.key,
+                 before=before, after=sdk_key_snapshot(key))
+    db.session.commit()
+    return key

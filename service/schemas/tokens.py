@@ -1,0 +1,36 @@
+import marshmallow as ma
+
+from ..models import ROLES
+from .common import StrictSchema, page_schema
+
+
+class TokenSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    name = ma.fields.String()
+    role = ma.fields.String()
+    prefix = ma.fields.String(dump_only=True)
+    created_by = ma.fields.String(dump_only=True, allow_none=True)
+    created_at = ma.fields.DateTime(dump_only=True)
+    last_used_at = ma.fields.DateTime(dump_only=True, allow_none=True)
+    revoked_at = ma.fields.DateTime(dump_only=True, allow_none=True)
+
+
+class TokenCreateSchema(StrictSchema):
+    name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
+    role = ma.fields.String(required=True, validate=ma.validate.OneOf(ROLES))
+
+
+class TokenCreatedSchema(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    name = ma.fields.String(required=True)
+    role = ma.fields.String(required=True)
+    token = ma.fields.String(required=True, metadata={"description": "The secret; shown only this once."})
+
+
+class TokenQuerySchema(StrictSchema):
+    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
+    cursor = ma.fields.String(load_default=None)
+    include_revoked = ma.fields.Boolean(load_default=False)
+
+
+TokenPageSchema = page_schema(TokenSchema, "TokenPage")
