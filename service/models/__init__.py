@@ -2,6 +2,10 @@
 
 from .audit import AuditEntry
 from .environment import Environment, SdkKey
+from .experiment import STATUSES, Experiment, Metric
+from .flag import Flag, FlagTargeting, FlagVersion
+from .segment import Segment
 from .token import ROLES, Token
 
-__all__ = ["AuditEntry", "Environment", "ROLES", "SdkKey", "Token"]
+__all__ = ["AuditEntry", "Environment", "Experiment", "Flag", "FlagTargeting", "FlagVersion", "Metric", "ROLES", "SdkKey",
+           "STATUSES", "Segment", "Token"]
