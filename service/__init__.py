@@ -41,10 +41,11 @@ def create_app(overrides: dict | None = None) -> Flask:
     openapi.init_app(app)
     openapi.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     openapi.spec.options["security"] = [{"bearer": []}]
-    from .api import BLUEPRINTS
+    from .api import BLUEPRINTS as ADMIN_BLUEPRINTS
     from .health import blp as health
+    from .sdk_api import BLUEPRINTS as SDK_BLUEPRINTS
 
-    for blueprint in BLUEPRINTS:
+    for blueprint in ADMIN_BLUEPRINTS + SDK_BLUEPRINTS:
         openapi.register_blueprint(blueprint)
     app.register_blueprint(health)
 

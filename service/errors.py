@@ -68,14 +68,25 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
 
 
 def _flatten_messages(messages) -> dict:
-    """webargs nests messages by location ({"json": {...}}); report fields directly."""
+    """webargs nests messages by location and marshmallow by field; report
+    them as ``{"rules.0.serve.variation": [...]}``, like the domain's checks."""
     if isinstance(messages, dict) and len(messages) == 1:
         (location, inner), = messages.items()
-        if location in ("json", "query", "headers", "view_args") and isinstance(inner, dict):
-            return inner
-        if location in ("json", "query") and isinstance(inner, list):
-            return {"_body": inner}
-    return messages if isinstance(messages, dict) else {"_body": messages}
+        if location in ("json", "query", "headers", "view_args"):
+            messages = inner
+    flat: dict[str, list] = {}
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            flat.setdefault(path or "_body", []).extend(value)
+        else:
+            flat.setdefault(path or "_body", []).append(value if isinstance(value, str) else str(value))
+
+    walk(messages, "")
+    return flat
 
 
 def handle_http_exception(error: HTTPException):

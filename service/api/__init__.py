@@ -1,5 +1,5 @@
 """/api/v1 blueprints: parse with a schema, call one domain function, serialise."""
 
-from . import audit, environments, tokens
+from . import audit, environments, flags, segments, tokens
 
-BLUEPRINTS = [environments.blp, tokens.blp, audit.blp]
+BLUEPRINTS = [environments.blp, flags.blp, segments.blp, tokens.blp, audit.blp]

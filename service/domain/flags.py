@@ -1,0 +1,449 @@
+"""Flags and their per-environment targeting: validation, versions, history, rollback.
+
+A flag has one version sequence covering its own fields and every
+environment's targeting; each write stores a full snapshot in
+``flag_versions`` (history and rollback read those) and bumps the SDK
+ruleset version of the environments whose rulesets it changes.
+"""
+
+import math
+
+import sqlalchemy as sa
+
+from sdk.evaluation import validate_targeting
+from sdk.evaluation.validation import variations_errors
+
+from ..extensions import db
+from ..models import Environment, Experiment, Flag, FlagTargeting, FlagVersion, Segment
+from . import Actor, audit, ruleset_versions
+from .diff import json_diff
+from .environments import get as get_environment
+from .errors import Conflict, NotFound, ValidationFailed
+from .pagination import Page, paginate
+from .versioning import check_version
+
+KINDS = ("boolean", "string", "number", "json")
+FLAG_FIELDS = ("name", "description", "variations", "tags", "owner", "temporary", "archived")
+
+
+# ---------------------------------------------------------------- reading
+
+def get(key: str) -> Flag:
+    flag = db.session.scalars(sa.select(Flag).where(Flag.key == key)).first()
+    if flag is None:
+        raise NotFound(f"Flag '{key}' does not exist.")
+    return flag
+
+
+def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bool | None = None,
+               q: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    stmt = sa.select(Flag).where(Flag.archived.is_(bool(archived)))
+    if owner:
+        stmt = stmt.where(Flag.owner == owner)
+    if q:
+        needle = f"%{q.lower()}%"
+        stmt = stmt.where(sa.or_(sa.func.lower(Flag.key).like(needle), sa.func.lower(Flag.name).like(needle),
+                                 sa.func.lower(Flag.description).like(needle)))
+    if tag:
+        # Tags are a JSON list; filter in Python after a text pre-filter that
+        # works the same on SQLite and PostgreSQL.
+        stmt = stmt.where(sa.cast(Flag.tags, sa.Text).like(f'%"{tag}"%'))
+    page = paginate(stmt, Flag.id, limit=limit, cursor=cursor)
+    if tag:
+        page.items = [f for f in page.items if tag in (f.tags or [])]
+    return page
+
+
+def default_targeting(variations: list[dict]) -> dict:
+    """Targeting of a flag in an environment nobody has configured: off.
+
+    Like LaunchDarkly: off serves the last variation (``false`` for a
+    boolean), and once enabled the fallthrough serves the first (``true``).
+    """
+    keys = [v["key"] for v in variations]
+    off, on = keys[-1], keys[0]
+    by_value = {v["value"]: v["key"] for v in variations if isinstance(v["value"], bool)}
+    if len(by_value) == 2:
+        off, on = by_value[False], by_value[True]
+    return {"enabled": False, "off_variation": off, "prerequisites": [], "targets": [], "rules": [],
+            "fallthrough": {"variation": on}}
+
+
+def _environments() -> list[Environment]:
+    return list(db.session.scalars(sa.select(Environment).order_by(Environment.id)))
+
+
+def _rows(flag: Flag) -> dict[int, FlagTargeting]:
+    return {row.environment_id: row for row in flag.targeting}
+
+
+def targeting_for(flag: Flag, environment: Environment) -> dict:
+    row = _rows(flag).get(environment.id)
+    return row.targeting if row is not None else default_targeting(flag.variations)
+
+
+def snapshot(flag: Flag) -> dict:
+    rows = _rows(flag)
+    return {
+        "key": flag.key, "name": flag.name, "description": flag.description, "kind": flag.kind,
+        "variations": flag.variations, "tags": flag.tags, "owner": flag.owner,
+        "temporary": flag.temporary, "archived": flag.archived,
+        "environments": {
+            env.key: rows[env.id].targeting if env.id in rows else default_targeting(flag.variations)
+            for env in _environments()
+        },
+    }
+
+
+def to_dict(flag: Flag) -> dict:
+    return {**snapshot(flag), "version": flag.version, "created_at": flag.created_at,
+            "updated_at": flag.updated_at}
+
+
+def history(key: str, *, limit: int = 50, cursor: str | None = None) -> Page:
+    """Versions newest first, each with its diff against the version before it."""
+    flag = get(key)
+    stmt = sa.select(FlagVersion).where(FlagVersion.flag_id == flag.id)
+    page = paginate(stmt, FlagVersion.id, limit=limit, cursor=cursor, descending=True)
+    if page.items:
+        oldest = page.items[-1].version
+        previous = db.session.scalars(sa.select(FlagVersion).where(
+            FlagVersion.flag_id == flag.id, FlagVersion.version == oldest - 1)).first()
+        chain = page.items + ([previous] if previous else [])
+        page.items = [
+            {"version": v.version, "action": v.action, "actor": v.actor, "comment": v.comment,
+             "created_at": v.created_at, "snapshot": v.snapshot,
+             "diff": json_diff(chain[i + 1].snapshot if i + 1 < len(chain) else {}, v.snapshot)}
+            for i, v in enumerate(page.items)
+        ]
+    return page
+
+
+# ---------------------------------------------------------------- validation
+
+def _details(errors, prefix: str = "") -> dict[str, list[str]]:
+    details: dict[str, list[str]] = {}
+    for path, message in errors:
+        full = f"{prefix}.{path}" if prefix and path else (prefix or path or "_body")
+        details.setdefault(full, []).append(message)
+    return details
+
+
+def _value_matches_kind(kind: str, value) -> bool:
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return True  # json: any JSON value
+
+
+def variation_errors(kind: str, variations) -> list[tuple[str, str]]:
+    errors = variations_errors(variations)
+    if errors:
+        return errors
+    for i, variation in enumerate(variations):
+        if not _value_matches_kind(kind, variation["value"]):
+            errors.append((f"variations.{i}.value", f"must be a {kind} value for a {kind} flag"))
+    if kind == "boolean" and len(variations) != 2:
+        errors.append(("variations", "a boolean flag has exactly two variations"))
+    return errors
+
+
+def _reference_errors(flag: Flag, environment: Environment, targeting: dict,
+                      variations: list[dict]) -> list[tuple[str, str]]:
+    """References that need the database: segments, prerequisite flags, experiments, cycles."""
+    errors = []
+    segment_keys = {c_value for rule in targeting.get("rules") or [] if isinstance(rule, dict)
+                    for cond in rule.get("conditions") or [] if isinstance(cond, dict) and cond.get("op") == "in_segment"
+                    for c_value in cond.get("values") or [] if isinstance(c_value, str)}
+    if segment_keys:
+        known = set(db.session.scalars(sa.select(Segment.key).where(Segment.key.in_(segment_keys))))
+        for i, rule in enumerate(targeting.get("rules") or []):
+            for j, cond in enumerate(rule.get("conditions") or []):
+                if cond.get("op") == "in_segment":
+                    for value in cond.get("values") or []:
+                        if value not in known:
+                            errors.append((f"rules.{i}.conditions.{j}.values", f"unknown segment {value!r}"))
+
+    for i, prereq in enumerate(targeting.get("prerequisites") or []):
+        other_key = prereq.get("flag")
+        if other_key == flag.key:
+            errors.append((f"prerequisites.{i}.flag", "a flag cannot be its own prerequisite"))
+            continue
+        other = db.session.scalars(sa.select(Flag).where(Flag.key == other_key)).first()
+        if other is None or other.archived:
+            errors.append((f"prerequisites.{i}.flag", f"unknown flag {other_key!r}"))
+        elif prereq.get("variation") not in {v["key"] for v in other.variations}:
+            errors.append((f"prerequisites.{i}.variation",
+                           f"flag {other_key!r} has no variation {prereq.get('variation')!r}"))
+    if targeting.get("prerequisites") and not errors:
+        cycle = _prerequisite_cycle(flag, environment, targeting)
+        if cycle:
+            errors.append(("prerequisites", "prerequisite cycle: " + " -> ".join(cycle)))
+
+    serves = [(f"rules.{i}.serve", r.get("serve")) for i, r in enumerate(targeting.get("rules") or [])]
+    serves.append(("fallthrough", targeting.get("fallthrough")))
+    for path, serve in serves:
+        if isinstance(serve, dict) and isinstance(serve.get("experiment"), str):
+            key = serve["experiment"]
+            experiment = db.session.scalars(sa.select(Experiment).where(Experiment.key == key)).first()
+            if experiment is None:
+                errors.append((f"{path}.experiment", f"unknown experiment {key!r}"))
+            elif experiment.flag_id != flag.id or experiment.environment_id != environment.id:
+                errors.append((f"{path}.experiment",
+                               f"experiment {key!r} is not on this flag in {environment.key}"))
+    return errors
+
+
+def _prerequisite_cycle(flag: Flag, environment: Environment, targeting: dict) -> list[str] | None:
+    rows = db.session.execute(
+        sa.select(Flag.key, FlagTargeting.targeting)
+        .join(FlagTargeting, FlagTargeting.flag_id == Flag.id)
+        .where(FlagTargeting.environment_id == environment.id)
+    ).all()
+    graph = {key: [p.get("flag") for p in (t.get("prerequisites") or [])] for key, t in rows}
+    graph[flag.key] = [p.get("flag") for p in targeting.get("prerequisites") or []]
+
+    path: list[str] = []
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(key: str) -> list[str] | None:
+        if key in visiting:
+            return path[path.index(key):] + [key]
+        if key in done:
+            return None
+        visiting.add(key)
+        path.append(key)
+        for nxt in graph.get(key, []):
+            found = visit(nxt)
+            if found:
+                return found
+        path.pop()
+        visiting.discard(key)
+        done.add(key)
+        return None
+
+    return visit(flag.key)
+
+
+def _check_targeting(flag: Flag, environment: Environment, targeting: dict, variations: list[dict],
+                     prefix: str = "") -> None:
+    keys = {v["key"] for v in variations}
+    errors = validate_targeting(targeting, variations=keys)
+    if not errors:
+        errors = _reference_errors(flag, environment, targeting, variations)
+    if errors:
+        raise ValidationFailed("The targeting is invalid.", _details(errors, prefix))
+
+
+# ---------------------------------------------------------------- writing
+
+def _record(actor: Actor, flag: Flag, action: str, *, before: dict | None, environment: str | None = None,
+            audit_before=None, audit_after=None, comment: str | None = None) -> None:
+    """Bump the version, store the snapshot and the audit entry (the caller commits).
+
+    ``audit_before``/``audit_after`` narrow the audit entry to what changed
+    (one environment's targeting); by default it holds whole snapshots."""
+    flag.version = flag.version + 1 if before is not None else 1
+    db.session.flush()
+    after = snapshot(flag)
+    comment = comment or actor.comment
+    db.session.add(FlagVersion(flag_id=flag.id, version=flag.version, action=action, actor=actor.name,
+                               comment=comment, snapshot=after))
+    if comment != actor.comment:
+        actor = Actor(actor.name, actor.request_id, comment)
+    audit.record(actor, action, "flag", flag.key, environment=environment,
+                 before=audit_before if audit_before is not None else before,
+                 after=audit_after if audit_after is not None else after)
+
+
+def create(actor: Actor, data: dict) -> Flag:
+    kind = data["kind"]
+    variations = [{"key": v["key"], "value": v["value"], "description": v.get("description", "")}
+                  for v in data["variations"]]
+    errors = variation_errors(kind, variations)
+    if errors:
+        raise ValidationFailed("The flag is invalid.", _details(errors))
+    if db.session.scalars(sa.select(Flag.id).where(Flag.key == data["key"])).first() is not None:
+        raise Conflict(f"Flag '{data['key']}' already exists.", {"key": ["Already exists."]})
+    flag = Flag(key=data["key"], name=data.get("name") or data["key"], description=data.get("description", ""),
+                kind=kind, variations=variations, tags=data.get("tags", []), owner=data.get("owner"),
+                temporary=data.get("temporary", True), archived=False, version=1)
+    db.session.add(flag)
+    _record(actor, flag, "create", before=None, audit_before=None)
+    ruleset_versions.bump()
+    db.session.commit()
+    return flag
+
+
+def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Flag:
+    flag = get(key)
+    check_version(flag.version, if_match)
+    before = snapshot(flag)
+    if "variations" in changes:
+        variations = [{"key": v["key"], "value": v["value"], "description": v.get("description", "")}
+                      for v in changes["variations"]]
+        errors = variation_errors(flag.kind, variations)
+        if not errors:
+            errors = _variation_use_errors(flag, variations)
+        if errors:
+            raise ValidationFailed("The flag is invalid.", _details(errors))
+        changes = {**changes, "variations": variations}
+    if changes.get("archived") is True and not flag.archived:
+        _check_not_required(flag)
+    for field in FLAG_FIELDS:
+        if field in changes:
+            setattr(flag, field, changes[field])
+    _record(actor, flag, "update", before=before)
+    ruleset_versions.bump()
+    db.session.commit()
+    return flag
+
+
+def _variation_use_errors(flag: Flag, variations: list[dict]) -> list[tuple[str, str]]:
+    """New variations must still satisfy every environment's targeting and every use elsewhere."""
+    keys = {v["key"] for v in variations}
+    errors = []
+    for env in _environments():
+        for path, message in validate_targeting(targeting_for(flag, env), variations=keys):
+            errors.append((f"environments.{env.key}.{path}", message))
+    for other_key, env_key, targeting in _flags_with_prerequisite(flag.key):
+        for p in targeting.get("prerequisites") or []:
+            if p.get("flag") == flag.key and p.get("variation") not in keys:
+                errors.append(("variations", f"flag {other_key!r} in {env_key} needs variation {p.get('variation')!r}"))
+    for experiment in db.session.scalars(sa.select(Experiment).where(Experiment.flag_id == flag.id)):
+        for arm in experiment.variations or []:
+            if arm.get("variation") not in keys:
+                errors.append(("variations", f"experiment {experiment.key!r} uses variation {arm.get('variation')!r}"))
+    return errors
+
+
+def _flags_with_prerequisite(key: str) -> list[tuple[str, str, dict]]:
+    rows = db.session.execute(
+        sa.select(Flag.key, Environment.key, FlagTargeting.targeting)
+        .join(FlagTargeting, FlagTargeting.flag_id == Flag.id)
+        .join(Environment, Environment.id == FlagTargeting.environment_id)
+        .where(Flag.archived.is_(False), Flag.key != key)
+    ).all()
+    return [(f, e, t) for f, e, t in rows if any(p.get("flag") == key for p in t.get("prerequisites") or [])]
+
+
+def _check_not_required(flag: Flag) -> None:
+    users = sorted({other for other, _, _ in _flags_with_prerequisite(flag.key)})
+    if users:
+        raise Conflict(f"Flag '{flag.key}' is a prerequisite of other flags.", {"flags": users})
+
+
+def archive(actor: Actor, key: str, if_match: int | None = None) -> Flag:
+    flag = get(key)
+    check_version(flag.version, if_match)
+    if flag.archived:
+        return flag
+    _check_not_required(flag)
+    before = snapshot(flag)
+    flag.archived = True
+    _record(actor, flag, "archive", before=before)
+    ruleset_versions.bump()
+    db.session.commit()
+    return flag
+
+
+def get_targeting(key: str, environment_key: str) -> tuple[Flag, dict]:
+    flag = get(key)
+    return flag, targeting_for(flag, get_environment(environment_key))
+
+
+def _normalise_targeting(targeting: dict) -> dict:
+    """Fill the optional lists so stored targeting always has every field."""
+    return {"enabled": targeting.get("enabled"), "off_variation": targeting.get("off_variation"),
+            "prerequisites": targeting.get("prerequisites") or [], "targets": targeting.get("targets") or [],
+            "rules": targeting.get("rules") or [], "fallthrough": targeting.get("fallthrough")}
+
+
+def _store_targeting(flag: Flag, environment: Environment, targeting: dict) -> None:
+    row = _rows(flag).get(environment.id)
+    if row is None:
+        flag.targeting.append(FlagTargeting(environment_id=environment.id, targeting=targeting))
+    else:
+        row.targeting = targeting
+
+
+def put_targeting(actor: Actor, key: str, environment_key: str, targeting: dict,
+                  if_match: int | None = None, action: str = "update_targeting") -> tuple[Flag, dict]:
+    flag = get(key)
+    environment = get_environment(environment_key)
+    check_version(flag.version, if_match)
+    targeting = _normalise_targeting(targeting)
+    _check_targeting(flag, environment, targeting, flag.variations)
+    before = snapshot(flag)
+    old = targeting_for(flag, environment)
+    _store_targeting(flag, environment, targeting)
+    _record(actor, flag, action, before=before, environment=environment.key,
+            audit_before=old, audit_after=targeting)
+    ruleset_versions.bump([environment.id])
+    db.session.commit()
+    return flag, targeting
+
+
+def patch_targeting(actor: Actor, key: str, environment_key: str, changes: dict,
+                    if_match: int | None = None) -> tuple[Flag, dict]:
+    """Replace the given top-level fields of the targeting, keep the rest."""
+    flag, current = get_targeting(key, environment_key)
+    return put_targeting(actor, key, environment_key, {**current, **changes}, if_match)
+
+
+def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) -> Flag:
+    """Write a new version whose content equals ``version``'s (environments created since keep theirs)."""
+    flag = get(key)
+    check_version(flag.version, if_match)
+    target = db.session.scalars(sa.select(FlagVersion).where(
+        FlagVersion.flag_id == flag.id, FlagVersion.version == version)).first()
+    if target is None:
+        raise ValidationFailed("Unknown version.", {"version": [f"Flag '{key}' has no version {version}."]})
+    content = target.snapshot
+    errors = variation_errors(flag.kind, content["variations"])
+    environments = {env.key: env for env in _environments()}
+    for env_key, targeting in content["environments"].items():
+        if env_key in environments:
+            keys = {v["key"] for v in content["variations"]}
+            problems = validate_targeting(targeting, variations=keys) or _reference_errors(
+                flag, environments[env_key], targeting, content["variations"])
+            errors += [(f"environments.{env_key}.{p}", m) for p, m in problems]
+    if errors:
+        raise ValidationFailed(f"Version {version} can no longer be restored.", _details(errors))
+    before = snapshot(flag)
+    if content["archived"] and not flag.archived:
+        _check_not_required(flag)
+    for field in FLAG_FIELDS:
+        setattr(flag, field, content[field])
+    for env_key, targeting in content["environments"].items():
+        if env_key in environments:
+            _store_targeting(flag, environments[env_key], targeting)
+    _record(actor, flag, "rollback", before=before, comment=actor.comment or f"Rollback to version {version}")
+    ruleset_versions.bump()
+    db.session.commit()
+    return flag
+
+
+def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str) -> None:
+    """Make the flag's targeting in ``environment`` serve the experiment (the caller commits).
+
+    Appends ``{"id": "experiment-<key>", "conditions": [], "serve": {"experiment": key}}``
+    unless a rule or the fallthrough already serves it.
+    """
+    targeting = targeting_for(flag, environment)
+    serves = [r.get("serve") or {} for r in targeting.get("rules") or []] + [targeting.get("fallthrough") or {}]
+    if any(s.get("experiment") == experiment_key for s in serves):
+        return
+    before = snapshot(flag)
+    old = targeting
+    new = {**_normalise_targeting(targeting), "rules": list(targeting.get("rules") or []) + [{
+        "id": f"experiment-{experiment_key}", "description": f"Experiment {experiment_key}",
+        "conditions": [], "serve": {"experiment": experiment_key}}]}
+    _store_targeting(flag, environment, new)
+    _record(actor, flag, "add_experiment_rule", before=before, environment=environment.key,
+            audit_before=old, audit_after=new)
+    ruleset_versions.bump([environment.id])

@@ -1,0 +1,109 @@
+"""Segments: reusable audiences, shared by every environment's ruleset."""
+
+import sqlalchemy as sa
+
+from sdk.evaluation.validation import segment_errors
+
+from ..extensions import db
+from ..models import Environment, Flag, FlagTargeting, Segment
+from . import Actor, audit, ruleset_versions
+from .errors import Conflict, NotFound, ValidationFailed
+from .pagination import Page, paginate
+from .versioning import check_version
+
+FIELDS = ("name", "description", "tags", "included", "excluded", "rules")
+
+
+def snapshot(segment: Segment) -> dict:
+    return {"key": segment.key, "name": segment.name, "description": segment.description,
+            "tags": segment.tags, "included": segment.included, "excluded": segment.excluded,
+            "rules": segment.rules}
+
+
+def to_dict(segment: Segment) -> dict:
+    return {**snapshot(segment), "version": segment.version, "created_at": segment.created_at,
+            "updated_at": segment.updated_at}
+
+
+def get(key: str) -> Segment:
+    segment = db.session.scalars(sa.select(Segment).where(Segment.key == key)).first()
+    if segment is None:
+        raise NotFound(f"Segment '{key}' does not exist.")
+    return segment
+
+
+def list_segments(*, q: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    stmt = sa.select(Segment)
+    if q:
+        needle = f"%{q.lower()}%"
+        stmt = stmt.where(sa.or_(sa.func.lower(Segment.key).like(needle), sa.func.lower(Segment.name).like(needle)))
+    return paginate(stmt, Segment.id, limit=limit, cursor=cursor)
+
+
+def _validate(content: dict) -> None:
+    errors = segment_errors(content)
+    if errors:
+        details: dict[str, list[str]] = {}
+        for path, message in errors:
+            details.setdefault(path or "_body", []).append(message)
+        raise ValidationFailed("The segment is invalid.", details)
+
+
+def create(actor: Actor, data: dict) -> Segment:
+    content = {"included": data.get("included", []), "excluded": data.get("excluded", []),
+               "rules": data.get("rules", [])}
+    _validate(content)
+    if db.session.scalars(sa.select(Segment.id).where(Segment.key == data["key"])).first() is not None:
+        raise Conflict(f"Segment '{data['key']}' already exists.", {"key": ["Already exists."]})
+    segment = Segment(key=data["key"], name=data.get("name") or data["key"],
+                      description=data.get("description", ""), tags=data.get("tags", []), **content)
+    db.session.add(segment)
+    db.session.flush()
+    audit.record(actor, "create", "segment", segment.key, after=snapshot(segment))
+    ruleset_versions.bump()
+    db.session.commit()
+    return segment
+
+
+def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Segment:
+    segment = get(key)
+    check_version(segment.version, if_match)
+    before = snapshot(segment)
+    _validate({**before, **changes})
+    for field in FIELDS:
+        if field in changes:
+            setattr(segment, field, changes[field])
+    segment.version += 1
+    audit.record(actor, "update", "segment", segment.key, before=before, after=snapshot(segment))
+    ruleset_versions.bump()
+    db.session.commit()
+    return segment
+
+
+def flags_using(key: str) -> list[str]:
+    """Keys of flags whose targeting (in any environment) has ``in_segment`` with this segment."""
+    rows = db.session.execute(
+        sa.select(Flag.key, FlagTargeting.targeting, Environment.key)
+        .join(FlagTargeting, FlagTargeting.flag_id == Flag.id)
+        .join(Environment, Environment.id == FlagTargeting.environment_id)
+        .where(Flag.archived.is_(False))
+    ).all()
+    users = set()
+    for flag_key, targeting, _env in rows:
+        for rule in targeting.get("rules") or []:
+            for cond in rule.get("conditions") or []:
+                if cond.get("op") == "in_segment" and key in (cond.get("values") or []):
+                    users.add(flag_key)
+    return sorted(users)
+
+
+def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
+    segment = get(key)
+    check_version(segment.version, if_match)
+    users = flags_using(key)
+    if users:
+        raise Conflict(f"Segment '{key}' is used by flags: {', '.join(users)}.", {"flags": users})
+    audit.record(actor, "delete", "segment", segment.key, before=snapshot(segment))
+    db.session.delete(segment)
+    ruleset_versions.bump()
+    db.session.commit()

@@ -1,0 +1,5 @@
+"""/sdk/v1 blueprints, for SDK keys only: config, stream, evaluate, events."""
+
+from . import config
+
+BLUEPRINTS = [config.blp]
