@@ -37,7 +37,8 @@ test: $(VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/pip install --quiet -e '.[service,openfeature,dev,bench]'
+	$(BIN)/python benchmarks/run_all.py $(BENCH)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check sdk service tests benchmarks

@@ -11,7 +11,7 @@ from flask import current_app, g, request
 from .domain import Actor
 from .domain import tokens as token_domain
 from .errors import ApiError
-from .models import ROLES
+from .models import ROLES, SdkKey, Token
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -61,7 +61,7 @@ def authenticate_admin() -> None:
     token = token_domain.find_token(secret)
     if token is None:
         raise _unauthorized()
-    token_domain.touch(token, interval)
+    token_domain.touch(Token, token, interval)
     needed = _required_role()
     if RANK[token.role] < RANK[needed]:
         raise ApiError(403, "forbidden", f"This action needs the '{needed}' role; the token has '{token.role}'.")
@@ -79,9 +79,10 @@ def authenticate_sdk() -> None:
     key = token_domain.find_sdk_key(secret)
     if key is None:
         raise _unauthorized()
-    token_domain.touch(key, current_app.config["TOKEN_TOUCH_INTERVAL"])
+    token_domain.touch(SdkKey, key, current_app.config["TOKEN_TOUCH_INTERVAL"])
     g.sdk_key = key
     g.environment_id = key.environment_id
+    g.ruleset_version = key.ruleset_version
 
 
 def actor() -> Actor:

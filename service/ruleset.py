@@ -45,8 +45,10 @@ def current_version(environment_id: int) -> int | None:
     return db.session.scalar(sa.select(Environment.ruleset_version).where(Environment.id == environment_id))
 
 
-def current(environment_id: int) -> Ruleset:
-    version = current_version(environment_id)
+def current(environment_id: int, version: int | None = None) -> Ruleset:
+    """The cached ruleset at ``version`` (read from the database when not given)."""
+    if version is None:
+        version = current_version(environment_id)
     cached = _cache.get(environment_id)
     if cached is not None and cached.version == version:
         return cached

@@ -68,34 +68,41 @@ def revoke_token(actor: Actor, token_id: int) -> Token:
     return token
 
 
-def find_active(model, hash_column, secret: str):
+def _find(stmt, hash_column, secret: str):
     """The unrevoked row whose hash matches ``secret``, or None.
 
     The lookup is by an indexed hash, so timing reveals nothing about the
-    secret; the final comparison is constant-time all the same.
+    secret; the final comparison is constant-time all the same. Core rows,
+    not ORM objects: this runs on every request.
     """
     digest = hash_secret(secret)
-    row = db.session.scalars(sa.select(model).where(hash_column == digest)).first()
-    if row is None or row.revoked_at is not None:
-        return None
-    if not hmac.compare_digest(getattr(row, hash_column.key), digest):
+    row = db.session.execute(stmt.where(hash_column == digest)).first()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, digest):
         return None
     return row
 
 
-def find_token(secret: str) -> Token | None:
-    return find_active(Token, Token.token_hash, secret)
+def find_token(secret: str):
+    """Row with id, name, role, last_used_at of the active admin token, or None."""
+    stmt = sa.select(Token.id, Token.name, Token.role, Token.revoked_at, Token.last_used_at,
+                     Token.token_hash.label("hash"))
+    return _find(stmt, Token.token_hash, secret)
 
 
-def find_sdk_key(secret: str) -> SdkKey | None:
-    return find_active(SdkKey, SdkKey.key_hash, secret)
+def find_sdk_key(secret: str):
+    """Row with id, environment_id, last_used_at and the environment's
+    ruleset_version (one round trip serves auth and the config ETag), or None."""
+    stmt = (sa.select(SdkKey.id, SdkKey.environment_id, SdkKey.revoked_at, SdkKey.last_used_at,
+                      SdkKey.key_hash.label("hash"), Environment.ruleset_version)
+            .join(Environment, Environment.id == SdkKey.environment_id))
+    return _find(stmt, SdkKey.key_hash, secret)
 
 
-def touch(row, interval_seconds: int) -> None:
+def touch(model, row, interval_seconds: int) -> None:
     """Record use, at most once per interval so reads do not all become writes."""
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=interval_seconds):
-        row.last_used_at = now
+        db.session.execute(sa.update(model).where(model.id == row.id).values(last_used_at=now))
         db.session.commit()
 
 

@@ -31,7 +31,7 @@ class Config(MethodView):
     @blp.alt_response(304, description="Not modified since the ETag in If-None-Match.")
     def get(self):
         """The SDK key's environment ruleset; send If-None-Match for a 304"""
-        current = ruleset.current(g.environment_id)
+        current = ruleset.current(g.environment_id, g.ruleset_version)
         headers = {"ETag": current.etag, "Cache-Control": "no-cache"}
         if _etag_matches(request.headers.get("If-None-Match"), current.etag):
             return Response(status=304, headers=headers)

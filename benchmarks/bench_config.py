@@ -1,0 +1,140 @@
+"""GET /sdk/v1/config throughput under gunicorn, for 304 and 200 responses.
+
+Run: .venv/bin/python benchmarks/bench_config.py   (part of `make bench`)
+
+Starts the real service (gunicorn, gthread, WEB_CONCURRENCY workers) on a
+free loopback port with a throw-away SQLite database (or BENCH_DATABASE_URL)
+holding BENCH_FLAGS flags, then drives it with wrk when installed (Debian
+package `wrk`), else with a Python keep-alive load script. The baseline in
+the same run is GET /healthz (the smallest route: auth-free, no database),
+so the ratio says what the ruleset path costs on top of Flask itself.
+The load generator shares the 2 cores with the server: figures are lower
+bounds of what the service does on a machine of its own.
+"""
+
+import http.client
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+FLAGS = int(os.environ.get("BENCH_FLAGS", "200"))
+
+
+def setup(database_url: str, env: dict) -> tuple[str, str]:
+    """Migrate, create an admin token, FLAGS flags with targeting, an SDK key."""
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "flask", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    code = f"""
+import json
+from service import create_app
+from service.domain import Actor
+from service.domain import environments, flags, tokens
+app = create_app()
+with app.app_context():
+    actor = Actor("bench")
+    for i in range({FLAGS}):
+        flags.create(actor, {{"key": f"flag-{{i}}", "kind": "boolean",
+            "variations": [{{"key": "on", "value": True}}, {{"key": "off", "value": False}}]}})
+        flags.put_targeting(actor, f"flag-{{i}}", "production", {{"enabled": True, "off_variation": "off",
+            "rules": [{{"id": "r1", "conditions": [{{"attribute": "country", "op": "in", "values": ["DE", "FR"]}}],
+                        "serve": {{"variation": "on"}}}}],
+            "fallthrough": {{"rollout": {{"weights": [["on", 5000], ["off", 5000]]}}}}}})
+    key = tokens.create_sdk_key(actor, environments.get("production"))[1]
+    print(json.dumps({{"key": key}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["key"], ""
+
+
+def _python_worker(port, path, headers, deadline, queue):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    count = 0
+    while time.monotonic() < deadline:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        count += 1
+    queue.put(count)
+
+
+def load(port: int, path: str, headers: dict) -> tuple[float, str]:
+    """Requests per second over DURATION seconds, and the tool used."""
+    if shutil.which("wrk"):
+        args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{int(DURATION)}s", "--latency"]
+        for name, value in headers.items():
+            args += ["-H", f"{name}: {value}"]
+        out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if non2xx:
+            raise RuntimeError(f"errors during load: {non2xx.group(0)}")
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "wrk -t2 -c%d" % CONNECTIONS
+    queue = multiprocessing.Queue()
+    deadline = time.monotonic() + DURATION
+    procs = [multiprocessing.Process(target=_python_worker, args=(port, path, headers, deadline, queue))
+             for _ in range(min(CONNECTIONS, 4))]
+    for p in procs:
+        p.start()
+    total = sum(queue.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total / DURATION, f"python http.client x{len(procs)}"
+
+
+def main() -> None:
+    from tests.conftest import LiveServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.db"
+        env = dict(os.environ, DATABASE_URL=database_url, FLASK_APP="service", PITCREW_INSTANCE_DIR=tmp)
+        if database_url.startswith("postgres"):
+            import sqlalchemy as sa
+
+            from service.config import normalise_database_url
+            engine = sa.create_engine(normalise_database_url(database_url))
+            with engine.begin() as conn:
+                conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA public"))
+            engine.dispose()
+        key, _ = setup(database_url, env)
+        server = LiveServer(database_url, {"PITCREW_INSTANCE_DIR": tmp, "LOG_LEVEL": "ERROR",
+                                           "TOKEN_TOUCH_INTERVAL": "60"})
+        server.start()
+        try:
+            auth = {"Authorization": f"Bearer {key}"}
+            conn = http.client.HTTPConnection("127.0.0.1", server.port)
+            conn.request("GET", "/sdk/v1/config", headers=auth)
+            response = conn.getresponse()
+            body = response.read()
+            etag = response.getheader("ETag")
+            rows = []
+            rps, tool = load(server.port, "/healthz", {})
+            rows.append(("GET /healthz (baseline)", rps, len(b'{"status":"ok"}')))
+            base = rps
+            rps, _ = load(server.port, "/sdk/v1/config", {**auth, "If-None-Match": etag})
+            rows.append(("GET /sdk/v1/config -> 304", rps, 0))
+            rps, _ = load(server.port, "/sdk/v1/config", auth)
+            rows.append((f"GET /sdk/v1/config -> 200 ({FLAGS} flags)", rps, len(body)))
+        finally:
+            server.stop()
+    db_kind = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    print(f"\n### /sdk/v1/config under gunicorn ({db_kind}, 2 workers x 8 threads, load: {tool}, {DURATION:.0f}s each)\n")
+    print("| request | requests/s | x baseline | body bytes |")
+    print("|---|---:|---:|---:|")
+    for name, value, size in rows:
+        print(f"| {name} | {value:,.0f} | {value / base:.2f} | {size:,} |")
+
+
+if __name__ == "__main__":
+    main()
