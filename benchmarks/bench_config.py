@@ -79,7 +79,7 @@ def load(port: int, path: str, headers: dict) -> tuple[float, str]:
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         if non2xx:
             raise RuntimeError(f"errors during load: {non2xx.group(0)}")
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "wrk -t2 -c%d" % CONNECTIONS
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), f"wrk -t2 -c{CONNECTIONS}"
     queue = multiprocessing.Queue()
     deadline = time.monotonic() + DURATION
     procs = [multiprocessing.Process(target=_python_worker, args=(port, path, headers, deadline, queue))
