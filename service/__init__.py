@@ -22,9 +22,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         OPENAPI_SWAGGER_UI_PATH="/docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
-        JSON_SORT_KEYS=False,
     )
     app.config.update(overrides or {})
+    app.json.sort_keys = False  # keep the schemas' field order
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
