@@ -46,4 +46,7 @@ def list_tokens() -> None:
 
 
 def init_app(app) -> None:
+    from .cli_results import results
+
     app.cli.add_command(tokens)
+    app.cli.add_command(results)

@@ -780,3 +780,14 @@ def test_power_invalid_inputs():
     assert pw.minimum_detectable_effect(5, 0.99) is None  # would need a rate > 1
     assert pw.minimum_detectable_effect(0, 0.5) is None
     assert pw.achieved_power(100, 0.1, 0.1, alpha=2.0) is None
+
+
+def test_sample_size_survives_extreme_alpha():
+    # 1 - alpha/2 rounds to 1.0 for alpha below ~1e-16; the critical value must not become inf.
+    from service.analysis import power as power_mod
+
+    for alpha in (1e-20, 1e-38, 1e-300):
+        size = power_mod.sample_size(0.1, 0.05, alpha=alpha)
+        assert size is not None and size.per_variation > 57_760
+        assert power_mod.achieved_power(size.per_variation, 0.1, 0.05, alpha=alpha) >= 0.8
+        assert sps.norm.isf(alpha / 2) < 40

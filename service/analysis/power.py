@@ -71,8 +71,13 @@ def _var_sum(baseline: float, delta: float, stddev: float | None) -> float | Non
 
 
 def _power(n: float, delta: float, var_sum: float, alpha: float) -> float:
-    z = _st.norm.ppf(1.0 - alpha / 2.0)
-    shift = abs(delta) / math.sqrt(var_sum / n)
+    if not n > 0:  # no units: the test rejects at its size, alpha (a solver may probe n -> 0)
+        return alpha
+    z = _st.norm.isf(alpha / 2.0)
+    se = math.sqrt(var_sum / n)
+    if se == 0.0:  # n so large (or infinite) that any effect is certain to be found
+        return 1.0
+    shift = abs(delta) / se
     return float(_st.norm.cdf(shift - z) + _st.norm.cdf(-shift - z))
 
 
@@ -120,11 +125,14 @@ def sample_size(
     vs = _var_sum(baseline, delta, stddev)
     if vs is None or delta == 0 or power <= a:
         return None
-    z_a = _st.norm.ppf(1.0 - a / 2.0)
+    z_a = _st.norm.isf(a / 2.0)
     z_b = _st.norm.ppf(power)
     # closed form ignoring the far tail: power(n0) >= target, power(0+) = a < target
     n0 = (z_a + z_b) ** 2 * vs / delta**2
-    n = _opt.brentq(lambda x: _power(x, delta, vs, a) - power, n0 * 1e-9, n0, xtol=1e-10)
+    if not math.isfinite(n0):
+        return None
+    # (the upper bound leaves room for rounding when the far tail is nil)
+    n = _opt.brentq(lambda x: _power(x, delta, vs, a) - power, n0 * 1e-9, n0 * 1.001 + 1, xtol=1e-10)
     per = max(2, math.ceil(n - 1e-6))
     return SampleSize(per, per * variations, a)
 
@@ -157,7 +165,7 @@ def minimum_detectable_effect(
     else:
         if not stddev > 0:
             return None
-        z = _st.norm.ppf(1.0 - a / 2.0) + _st.norm.ppf(power)
+        z = _st.norm.isf(a / 2.0) + _st.norm.ppf(power)
         hi = 2.0 * (abs(z) + 1.0) * math.sqrt(2.0 * stddev**2 / n_per_variation)
     lo = hi * 1e-12
     if gap(hi) < 0:

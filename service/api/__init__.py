@@ -1,5 +1,6 @@
 """/api/v1 blueprints: parse with a schema, call one domain function, serialise."""
 
-from . import audit, environments, flags, segments, tokens
+from . import audit, environments, experiments, flags, metrics, segments, tokens, tools
 
-BLUEPRINTS = [environments.blp, flags.blp, segments.blp, tokens.blp, audit.blp]
+BLUEPRINTS = [environments.blp, flags.blp, segments.blp, metrics.blp, experiments.blp, tools.blp, tokens.blp,
+              audit.blp]

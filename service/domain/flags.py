@@ -447,3 +447,24 @@ def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, e
     _record(actor, flag, "add_experiment_rule", before=before, environment=environment.key,
             audit_before=old, audit_after=new)
     ruleset_versions.bump([environment.id])
+
+
+def remove_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str) -> None:
+    """Stop the flag's targeting in ``environment`` from serving the experiment (the caller commits).
+
+    Rules serving it are removed; a fallthrough serving it falls back to the
+    off variation, which is what an experiment that does not apply serves.
+    """
+    targeting = targeting_for(flag, environment)
+    rules = [r for r in targeting.get("rules") or [] if (r.get("serve") or {}).get("experiment") != experiment_key]
+    fallthrough = targeting.get("fallthrough") or {}
+    if fallthrough.get("experiment") == experiment_key:
+        fallthrough = {"variation": targeting["off_variation"]}
+    if rules == (targeting.get("rules") or []) and fallthrough == targeting.get("fallthrough"):
+        return
+    before = snapshot(flag)
+    new = {**_normalise_targeting(targeting), "rules": rules, "fallthrough": fallthrough}
+    _store_targeting(flag, environment, new)
+    _record(actor, flag, "remove_experiment_rule", before=before, environment=environment.key,
+            audit_before=targeting, audit_after=new)
+    ruleset_versions.bump([environment.id])

@@ -2,10 +2,11 @@
 
 from .audit import AuditEntry
 from .environment import Environment, SdkKey
+from .event import Event, FlagEvaluation
 from .experiment import STATUSES, Experiment, Metric
 from .flag import Flag, FlagTargeting, FlagVersion
 from .segment import Segment
 from .token import ROLES, Token
 
-__all__ = ["AuditEntry", "Environment", "Experiment", "Flag", "FlagTargeting", "FlagVersion", "Metric", "ROLES", "SdkKey",
-           "STATUSES", "Segment", "Token"]
+__all__ = ["AuditEntry", "Environment", "Event", "Experiment", "Flag", "FlagEvaluation", "FlagTargeting",
+           "FlagVersion", "Metric", "ROLES", "SdkKey", "STATUSES", "Segment", "Token"]

@@ -36,6 +36,7 @@ class Experiment(db.Model):
     status: Mapped[str] = mapped_column(sa.String(20), default="draft", index=True)
     started_at: Mapped[object | None] = mapped_column(UTCDateTime)
     stopped_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    concluded_at: Mapped[object | None] = mapped_column(UTCDateTime)
     released_variation: Mapped[str | None] = mapped_column(sa.String(100))
     decision: Mapped[dict | None] = mapped_column(JSONType)
     version: Mapped[int] = mapped_column(default=1)

@@ -1,5 +1,5 @@
 """/sdk/v1 blueprints, for SDK keys only: config, stream, evaluate, events."""
 
-from . import config
+from . import config, events
 
-BLUEPRINTS = [config.blp]
+BLUEPRINTS = [config.blp, events.blp]

@@ -34,6 +34,8 @@ def _gunzip(data: bytes) -> bytes:
         if len(out) > MAX_BATCH_BYTES or inflater.unconsumed_tail:
             raise _too_large(f"A batch is at most {MAX_BATCH_BYTES} bytes after decompression.")
         out += inflater.flush()
+        if len(out) > MAX_BATCH_BYTES:
+            raise _too_large(f"A batch is at most {MAX_BATCH_BYTES} bytes after decompression.")
     except zlib.error as exc:
         raise ApiError(400, "bad_request", "The body is not valid gzip.", {"_body": [str(exc)]}) from None
     if not inflater.eof:

@@ -1,0 +1,473 @@
+"""Experiments: definition, lifecycle (draft -> running -> stopped -> concluded), layers.
+
+Rules (beyond the schemas):
+
+* variations are keys of the flag's variations, at least two, unique, with
+  integer weights in basis points summing to 10000; ``control`` is one of
+  them. Variations, weights, control, unit, salt and layer change only in
+  ``draft``: once units are assigned, changing them would reshuffle them;
+* ``traffic`` may change while running, but only upwards (a ramp-up keeps
+  every admitted unit in its variation; lowering it would drop exposed units
+  from the experiment, so stop it instead);
+* ``start`` needs a primary metric and a valid mapping onto the flag's
+  current variations; two running experiments of one environment in the same
+  layer must not have overlapping ranges;
+* ``stop`` keeps the results (events after ``stopped_at`` are not counted);
+  ``conclude`` records the decision and may set ``released_variation``, which
+  a ``PATCH`` may also set on a stopped or concluded experiment;
+* only non-running experiments can be deleted; their exposures go with them.
+
+Creating an experiment adds its rule to the flag's targeting in its
+environment (unless a rule or the fallthrough already serves it). Every
+change writes an audit entry; changes to what SDKs see (anything while the
+experiment is running or released) bump the environment's ruleset version.
+"""
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models import Environment, Event, Experiment, Flag
+from ..models.event import EXPOSURE
+from ..models.types import utcnow
+from . import Actor, audit, ruleset_versions
+from . import flags as flag_domain
+from . import metrics as metric_domain
+from .environments import get as get_environment
+from .errors import Conflict, NotFound, ValidationFailed
+from .pagination import Page, paginate
+from .versioning import check_version
+
+TOTAL_WEIGHT = 10000
+ENGINES = ("frequentist", "bayesian")
+CORRECTIONS = ("holm", "bh")
+OUTCOMES = ("ship", "rollback", "iterate")
+DEFAULT_ANALYSIS = {"engine": "frequentist", "alpha": 0.05, "sequential": False, "sequential_n": 5000,
+                    "cuped": False, "cuped_days": 14, "correction": None, "prior_mean": None,
+                    "prior_variance": None}
+
+# Fields a PATCH may change, by status.
+DRAFT_ONLY = ("variations", "control", "unit", "salt", "layer")
+ANYTIME = ("name", "hypothesis", "owner", "tags", "primary_metric", "secondary_metrics", "guardrail_metrics",
+           "dimensions", "analysis")
+
+# ---------------------------------------------------------------- reading
+
+def get(key: str) -> Experiment:
+    experiment = db.session.scalars(sa.select(Experiment).where(Experiment.key == key)).first()
+    if experiment is None:
+        raise NotFound(f"Experiment '{key}' does not exist.")
+    return experiment
+
+
+def _keys(experiment: Experiment) -> tuple[str, str]:
+    flag_key = db.session.scalar(sa.select(Flag.key).where(Flag.id == experiment.flag_id))
+    env_key = db.session.scalar(sa.select(Environment.key).where(Environment.id == experiment.environment_id))
+    return flag_key, env_key
+
+
+def to_dict(experiment: Experiment) -> dict:
+    flag_key, env_key = _keys(experiment)
+    return {
+        "key": experiment.key, "name": experiment.name, "hypothesis": experiment.hypothesis,
+        "owner": experiment.owner, "tags": experiment.tags or [], "flag": flag_key, "environment": env_key,
+        "variations": experiment.variations, "control": experiment.control, "traffic": experiment.traffic,
+        "unit": experiment.unit, "layer": experiment.layer, "salt": experiment.salt,
+        "primary_metric": experiment.primary_metric, "secondary_metrics": experiment.secondary_metrics or [],
+        "guardrail_metrics": experiment.guardrail_metrics or [], "dimensions": experiment.dimensions or [],
+        "analysis": analysis_settings(experiment), "status": experiment.status,
+        "started_at": experiment.started_at, "stopped_at": experiment.stopped_at,
+        "concluded_at": experiment.concluded_at, "released_variation": experiment.released_variation,
+        "decision": experiment.decision, "version": experiment.version,
+        "created_at": experiment.created_at, "updated_at": experiment.updated_at,
+    }
+
+
+def snapshot(experiment: Experiment) -> dict:
+    """JSON-ready copy for the audit log."""
+    data = to_dict(experiment)
+    for field in ("started_at", "stopped_at", "concluded_at", "created_at", "updated_at"):
+        if data[field] is not None:
+            data[field] = data[field].isoformat()
+    return data
+
+
+def analysis_settings(experiment: Experiment) -> dict:
+    return {**DEFAULT_ANALYSIS, **(experiment.analysis or {})}
+
+
+def metric_keys(experiment: Experiment) -> list[str]:
+    """Primary, secondary and guardrail metrics, in that order, without repeats."""
+    keys = ([experiment.primary_metric] if experiment.primary_metric else []) \
+        + list(experiment.secondary_metrics or []) + list(experiment.guardrail_metrics or [])
+    return list(dict.fromkeys(keys))
+
+
+def list_experiments(*, status: str | None = None, flag: str | None = None, environment: str | None = None,
+                     limit: int = 50, cursor: str | None = None) -> Page:
+    stmt = sa.select(Experiment)
+    if status:
+        stmt = stmt.where(Experiment.status == status)
+    if flag:
+        stmt = stmt.where(Experiment.flag_id == sa.select(Flag.id).where(Flag.key == flag).scalar_subquery())
+    if environment:
+        stmt = stmt.where(Experiment.environment_id == get_environment(environment).id)
+    return paginate(stmt, Experiment.id, limit=limit, cursor=cursor)
+
+
+# ---------------------------------------------------------------- validation
+
+def _variation_errors(arms: list[dict], flag: Flag, errors: dict) -> None:
+    flag_keys = [v["key"] for v in flag.variations]
+    if len(arms) < 2:
+        errors.setdefault("variations", []).append("An experiment needs at least two variations.")
+    seen: set[str] = set()
+    total = 0
+    for i, arm in enumerate(arms):
+        key = arm["variation"]
+        if key not in flag_keys:
+            errors.setdefault(f"variations.{i}.variation", []).append(
+                f"'{key}' is not a variation of flag '{flag.key}' ({', '.join(flag_keys)}).")
+        if key in seen:
+            errors.setdefault(f"variations.{i}.variation", []).append(f"'{key}' is listed twice.")
+        seen.add(key)
+        total += arm["weight"]
+    if arms and total != TOTAL_WEIGHT:
+        errors.setdefault("variations", []).append(f"Weights must sum to {TOTAL_WEIGHT} basis points, not {total}.")
+
+
+def _metric_errors(values: dict, errors: dict) -> None:
+    named: list[tuple[str, str]] = []
+    if values.get("primary_metric"):
+        named.append(("primary_metric", values["primary_metric"]))
+    for field in ("secondary_metrics", "guardrail_metrics"):
+        named += [(f"{field}.{i}", key) for i, key in enumerate(values.get(field) or [])]
+    existing = metric_domain.get_many(key for _, key in named)
+    seen: set[str] = set()
+    for path, key in named:
+        if key not in existing:
+            errors.setdefault(path, []).append(f"Metric '{key}' does not exist.")
+        elif key in seen:
+            errors.setdefault(path, []).append(f"Metric '{key}' is listed more than once.")
+        seen.add(key)
+
+
+def _validate(values: dict, flag: Flag) -> None:
+    errors: dict[str, list[str]] = {}
+    arms = values["variations"]
+    _variation_errors(arms, flag, errors)
+    if values["control"] not in [a["variation"] for a in arms]:
+        errors.setdefault("control", []).append("Must be one of the experiment's variations.")
+    layer = values.get("layer")
+    if layer is not None:
+        start, end = layer["range"]
+        if not 0 <= start < end <= TOTAL_WEIGHT:
+            errors.setdefault("layer.range", []).append(
+                f"Must be [start, end) with 0 <= start < end <= {TOTAL_WEIGHT}.")
+    if ":" in values["salt"]:
+        errors.setdefault("salt", []).append("Must not contain ':' (reserved for derived salts).")
+    released = values.get("released_variation")
+    if released is not None and released not in [a["variation"] for a in arms]:
+        errors.setdefault("released_variation", []).append("Must be one of the experiment's variations.")
+    _metric_errors(values, errors)
+    if len(set(values.get("dimensions") or [])) != len(values.get("dimensions") or []):
+        errors.setdefault("dimensions", []).append("Dimensions must be unique.")
+    if errors:
+        raise ValidationFailed("The experiment is invalid.", errors)
+
+
+def _default_arms(flag: Flag) -> list[dict]:
+    keys = [v["key"] for v in flag.variations]
+    share, extra = divmod(TOTAL_WEIGHT, len(keys))
+    return [{"variation": k, "weight": share + (1 if i < extra else 0)} for i, k in enumerate(keys)]
+
+
+def _visible(experiment: Experiment) -> bool:
+    """Whether the experiment is part of its environment's SDK ruleset."""
+    return experiment.status == "running" or (
+        experiment.status in ("stopped", "concluded") and experiment.released_variation is not None)
+
+
+def _flag_of(experiment: Experiment) -> Flag:
+    return db.session.get(Flag, experiment.flag_id)
+
+
+def _finish(actor: Actor, experiment: Experiment, action: str, before: dict | None,
+            was_visible: bool) -> Experiment:
+    """Bump the version, write the audit entry and the ruleset version, commit."""
+    if before is not None:
+        experiment.version += 1
+    db.session.flush()
+    _, env_key = _keys(experiment)
+    audit.record(actor, action, "experiment", experiment.key, environment=env_key,
+                 before=before, after=snapshot(experiment))
+    if was_visible or _visible(experiment):
+        ruleset_versions.bump([experiment.environment_id])
+    db.session.commit()
+    return experiment
+
+
+# ---------------------------------------------------------------- writing
+
+def create(actor: Actor, data: dict) -> Experiment:
+    key = data["key"]
+    if db.session.scalars(sa.select(Experiment.id).where(Experiment.key == key)).first() is not None:
+        raise Conflict(f"Experiment '{key}' already exists.", {"key": ["Already exists."]})
+    flag = db.session.scalars(sa.select(Flag).where(Flag.key == data["flag"])).first()
+    if flag is None or flag.archived:
+        raise ValidationFailed("The experiment is invalid.",
+                               {"flag": [f"Flag '{data['flag']}' does not exist or is archived."]})
+    try:
+        environment = get_environment(data["environment"])
+    except NotFound:
+        raise ValidationFailed("The experiment is invalid.",
+                               {"environment": [f"Environment '{data['environment']}' does not exist."]}) from None
+    given = data.get("variations")
+    arms = _default_arms(flag) if given is None else [{"variation": a["variation"], "weight": a["weight"]}
+                                                      for a in given]
+    values = {
+        "name": data.get("name") or key, "hypothesis": data.get("hypothesis") or "",
+        "owner": data.get("owner"), "tags": data.get("tags") or [],
+        "variations": arms, "control": data.get("control") or (arms[0]["variation"] if arms else ""),
+        "traffic": data.get("traffic", TOTAL_WEIGHT), "unit": data.get("unit") or "id",
+        "layer": data.get("layer"), "salt": data.get("salt") or key,
+        "primary_metric": data.get("primary_metric"),
+        "secondary_metrics": data.get("secondary_metrics") or [],
+        "guardrail_metrics": data.get("guardrail_metrics") or [],
+        "dimensions": data.get("dimensions") or [],
+        "analysis": {**DEFAULT_ANALYSIS, **(data.get("analysis") or {})},
+    }
+    _validate(values, flag)
+    experiment = Experiment(key=key, flag_id=flag.id, environment_id=environment.id, status="draft", version=1,
+                            **values)
+    db.session.add(experiment)
+    db.session.flush()
+    flag_domain.ensure_experiment_rule(actor, flag, environment, key)
+    return _finish(actor, experiment, "create", None, False)
+
+
+def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Experiment:
+    experiment = get(key)
+    check_version(experiment.version, if_match)
+    status = experiment.status
+    errors: dict[str, list[str]] = {}
+    if status != "draft":
+        for field in DRAFT_ONLY:
+            if field in changes and changes[field] != getattr(experiment, field):
+                errors.setdefault(field, []).append(
+                    f"Can only change while the experiment is a draft (it is {status}).")
+    if "traffic" in changes and changes["traffic"] != experiment.traffic:
+        if status == "running" and changes["traffic"] < experiment.traffic:
+            errors.setdefault("traffic", []).append(
+                "Traffic can only increase while running (a ramp-up keeps admitted units in their variation); "
+                "stop the experiment instead.")
+        elif status in ("stopped", "concluded"):
+            errors.setdefault("traffic", []).append(f"Cannot change traffic of a {status} experiment.")
+    if "released_variation" in changes and status not in ("stopped", "concluded") \
+            and changes["released_variation"] is not None:
+        errors.setdefault("released_variation", []).append(
+            "Only a stopped or concluded experiment can release a variation.")
+    if errors:
+        raise Conflict("The experiment's status does not allow this change.", errors)
+
+    before = snapshot(experiment)
+    was_visible = _visible(experiment)
+    values = {f: getattr(experiment, f) for f in DRAFT_ONLY + ANYTIME + ("traffic", "released_variation")}
+    for field in values:
+        if field in changes:
+            values[field] = changes[field]
+    if "variations" in changes:
+        values["variations"] = [{"variation": a["variation"], "weight": a["weight"]} for a in changes["variations"]]
+    if "analysis" in changes:
+        values["analysis"] = {**analysis_settings(experiment), **changes["analysis"]}
+    values["salt"] = values["salt"] or experiment.key
+    values["unit"] = values["unit"] or "id"
+    _validate(values, _flag_of(experiment))
+    for field, value in values.items():
+        setattr(experiment, field, value)
+    return _finish(actor, experiment, "update", before, was_visible)
+
+
+def _layer_conflicts(experiment: Experiment) -> list[str]:
+    layer = experiment.layer
+    if not layer:
+        return []
+    start, end = layer["range"]
+    clashes = []
+    for other in db.session.scalars(sa.select(Experiment).where(
+            Experiment.environment_id == experiment.environment_id, Experiment.status == "running",
+            Experiment.id != experiment.id)):
+        if other.layer and other.layer.get("key") == layer["key"]:
+            o_start, o_end = other.layer["range"]
+            if start < o_end and o_start < end:
+                clashes.append(f"{other.key} [{o_start}, {o_end})")
+    return clashes
+
+
+def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
+    experiment = get(key)
+    check_version(experiment.version, if_match)
+    if experiment.status != "draft":
+        raise Conflict(f"Only a draft experiment can start; '{key}' is {experiment.status}.",
+                       {"status": [f"Is {experiment.status}."]})
+    flag = _flag_of(experiment)
+    errors: dict[str, list[str]] = {}
+    if flag.archived:
+        errors["flag"] = [f"Flag '{flag.key}' is archived."]
+    if not experiment.primary_metric:
+        errors["primary_metric"] = ["An experiment needs a primary metric to start."]
+    values = {f: getattr(experiment, f) for f in DRAFT_ONLY + ANYTIME + ("traffic", "released_variation")}
+    try:
+        _validate(values, flag)
+    except ValidationFailed as exc:
+        for path, reasons in exc.details.items():
+            errors.setdefault(path, []).extend(reasons)
+    if errors:
+        raise ValidationFailed("The experiment cannot start.", errors)
+    clashes = _layer_conflicts(experiment)
+    if clashes:
+        raise Conflict(f"Layer '{experiment.layer['key']}' range overlaps running experiments: {', '.join(clashes)}.",
+                       {"layer.range": [f"Overlaps {c}." for c in clashes]})
+    before = snapshot(experiment)
+    experiment.status = "running"
+    experiment.started_at = utcnow()
+    return _finish(actor, experiment, "start", before, False)
+
+
+def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
+    experiment = get(key)
+    check_version(experiment.version, if_match)
+    if experiment.status != "running":
+        raise Conflict(f"Only a running experiment can stop; '{key}' is {experiment.status}.",
+                       {"status": [f"Is {experiment.status}."]})
+    before = snapshot(experiment)
+    experiment.status = "stopped"
+    experiment.stopped_at = utcnow()
+    return _finish(actor, experiment, "stop", before, True)
+
+
+def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
+    experiment = get(key)
+    check_version(experiment.version, if_match)
+    if experiment.status not in ("running", "stopped"):
+        raise Conflict(f"Only a running or stopped experiment can be concluded; '{key}' is {experiment.status}.",
+                       {"status": [f"Is {experiment.status}."]})
+    arms = [a["variation"] for a in experiment.variations]
+    decision = dict(data["decision"])
+    errors: dict[str, list[str]] = {}
+    if decision.get("variation") is not None and decision["variation"] not in arms:
+        errors["decision.variation"] = ["Must be one of the experiment's variations."]
+    if decision["outcome"] == "ship" and decision.get("variation") is None:
+        errors["decision.variation"] = ["A 'ship' decision names the variation shipped."]
+    released = data.get("released_variation")
+    if released is not None and released not in arms:
+        errors["released_variation"] = ["Must be one of the experiment's variations."]
+    if errors:
+        raise ValidationFailed("The decision is invalid.", errors)
+    before = snapshot(experiment)
+    was_visible = _visible(experiment)
+    now = utcnow()
+    if experiment.status == "running":
+        experiment.stopped_at = now
+    experiment.status = "concluded"
+    experiment.concluded_at = now
+    experiment.decision = {"outcome": decision["outcome"], "variation": decision.get("variation"),
+                           "summary": decision.get("summary") or ""}
+    if "released_variation" in data:
+        experiment.released_variation = released
+    return _finish(actor, experiment, "conclude", before, was_visible)
+
+
+def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
+    experiment = get(key)
+    check_version(experiment.version, if_match)
+    if experiment.status == "running":
+        raise Conflict(f"Experiment '{key}' is running; stop it before deleting it.",
+                       {"status": ["Is running."]})
+    before = snapshot(experiment)
+    _, env_key = _keys(experiment)
+    was_visible = _visible(experiment)
+    flag_domain.remove_experiment_rule(actor, _flag_of(experiment), db.session.get(Environment, experiment.environment_id),
+                                       experiment.key)
+    # A new experiment may reuse the key: it must not inherit these exposures.
+    db.session.execute(sa.delete(Event).where(
+        Event.environment_id == experiment.environment_id, Event.type == EXPOSURE,
+        Event.experiment == experiment.key))
+    audit.record(actor, "delete", "experiment", experiment.key, environment=env_key, before=before)
+    if was_visible:
+        ruleset_versions.bump([experiment.environment_id])
+    db.session.delete(experiment)
+    db.session.commit()
+
+
+# ---------------------------------------------------------------- results
+
+def results(key: str, *, dimension: str | None = None, metric: str | None = None, **overrides) -> dict:
+    """The results document (service/analysis/results.py) of experiment ``key``."""
+    from ..analysis import results as analysis
+
+    experiment = get(key)
+    keys = [metric] if metric else metric_keys(experiment)
+    metrics = metric_domain.get_many(keys)
+    if metric and metric not in metrics:
+        raise ValidationFailed(f"Metric '{metric}' does not exist.", {"metric": ["Unknown metric."]})
+    return analysis.compute(db.session.connection(), experiment, metrics, dimension=dimension, metric=metric,
+                            **overrides)
+
+
+def first_exposures(key: str) -> tuple[list[str], object]:
+    """(dimension names, iterator of first-exposure rows) for the exposures CSV, streamed from the database."""
+    from ..analysis import queries
+    from ..analysis.results import scope_of
+
+    experiment = get(key)
+    dimensions = list(experiment.dimensions or [])
+    return dimensions, queries.first_exposures(db.session.connection(), scope_of(experiment), dimensions)
+
+
+# ---------------------------------------------------------------- planning
+
+def sample_size(data: dict) -> dict:
+    """The power calculator of POST /tools/sample-size (service/analysis/power.py)."""
+    from ..analysis import power
+
+    if data.get("mde") is None and data.get("units_per_variation") is None:
+        raise ValidationFailed("Give mde (for a sample size) or units_per_variation (for an MDE).",
+                               {"mde": ["Give mde or units_per_variation."]})
+    try:
+        return _sample_size(data, power)
+    except (ArithmeticError, ValueError):  # extreme inputs the solvers cannot handle (e.g. alpha 1e-38)
+        raise ValidationFailed("Not computable for these inputs.", _planning_errors(data)) from None
+
+
+def _sample_size(data: dict, power) -> dict:
+    common = {"stddev": data["stddev"], "relative": data["relative"], "alpha": data["alpha"],
+              "variations": data["variations"]}
+    out = dict(data)
+    if data.get("mde") is not None:
+        size = power.sample_size(data["baseline"], data["mde"], power=data["power"], **common)
+        if size is None:
+            raise ValidationFailed("No sample size reaches that power for these inputs.", _planning_errors(data))
+        out.update(per_variation=size.per_variation, total=size.total,
+                   alpha_per_comparison=size.alpha_per_comparison)
+    if data.get("units_per_variation") is not None:
+        n = data["units_per_variation"]
+        mde = power.minimum_detectable_effect(n, data["baseline"], power=data["power"], **common)
+        if mde is None:
+            raise ValidationFailed("No effect is detectable with that power for these inputs.",
+                                   _planning_errors(data))
+        out["minimum_detectable_effect"] = mde
+        if data.get("mde") is not None:
+            out["achieved_power"] = power.achieved_power(n, data["baseline"], data["mde"], **common)
+    return out
+
+
+def _planning_errors(data: dict) -> dict:
+    baseline = data["baseline"]
+    if data["stddev"] is None:
+        if not 0 < baseline < 1:
+            return {"baseline": ["A conversion rate must be in (0, 1); give stddev for a mean metric."]}
+        if data.get("mde") is not None:
+            treated = baseline + (data["mde"] * baseline if data["relative"] else data["mde"])
+            if not 0 < treated < 1:
+                return {"mde": [f"The treatment's conversion rate ({treated:.4g}) must stay in (0, 1)."]}
+    return {"_body": ["Not computable for these inputs (check alpha, power and the effect size)."]}

@@ -1,0 +1,218 @@
+import marshmallow as ma
+
+from ..domain.experiments import CORRECTIONS, ENGINES, OUTCOMES, TOTAL_WEIGHT
+from ..models import STATUSES
+from .common import Key, StrictSchema, page_schema
+
+_BPS = ma.validate.Range(min=0, max=TOTAL_WEIGHT)
+_NAME = ma.validate.Length(min=1, max=100)
+# Attribute names usable as a JSON path on every database (no quotes, backslashes or control characters).
+_ATTRIBUTE = ma.validate.Regexp(r'^[^"\\\x00-\x1f]{1,100}$',
+                                error="1 to 100 characters, without quotes, backslashes or control characters.")
+
+
+class ArmSchema(StrictSchema):
+    variation = ma.fields.String(required=True, validate=_NAME, metadata={"description": "A flag variation key."})
+    weight = ma.fields.Integer(required=True, strict=True, validate=_BPS, metadata={"description": "Basis points."})
+
+
+class LayerSchema(StrictSchema):
+    key = Key(required=True)
+    range = ma.fields.List(ma.fields.Integer(strict=True, validate=_BPS), required=True,
+                           validate=ma.validate.Length(equal=2),
+                           metadata={"description": "[start, end) in basis points of the layer's buckets."})
+
+
+class AnalysisSchema(StrictSchema):
+    engine = ma.fields.String(validate=ma.validate.OneOf(ENGINES))
+    alpha = ma.fields.Float(validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
+    sequential = ma.fields.Boolean()
+    sequential_n = ma.fields.Integer(validate=ma.validate.Range(min=1),
+                                     metadata={"description": "Tuning N* of the confidence sequences."})
+    cuped = ma.fields.Boolean()
+    cuped_days = ma.fields.Integer(validate=ma.validate.Range(min=1, max=365),
+                                   metadata={"description": "Length of the pre-exposure window."})
+    correction = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(CORRECTIONS))
+    prior_mean = ma.fields.Float(allow_none=True, metadata={"description": "Bayesian: normal prior on the "
+                                                                           "relative lift (mean)."})
+    prior_variance = ma.fields.Float(allow_none=True, validate=ma.validate.Range(min=0, min_inclusive=False),
+                                     metadata={"description": "Bayesian: prior variance; null = flat prior."})
+
+
+class DecisionSchema(StrictSchema):
+    outcome = ma.fields.String(required=True, validate=ma.validate.OneOf(OUTCOMES))
+    variation = ma.fields.String(load_default=None, allow_none=True)
+    summary = ma.fields.String(load_default="", validate=ma.validate.Length(max=10000))
+
+
+_METRIC_LIST = ma.fields.List(Key(), validate=ma.validate.Length(max=50))
+_DIMENSIONS = ma.fields.List(ma.fields.String(validate=_ATTRIBUTE), validate=ma.validate.Length(max=20),
+                             metadata={"description": "Context attributes recorded with exposures."})
+
+
+class ExperimentSchema(StrictSchema):
+    key = Key(required=True)
+    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
+    hypothesis = ma.fields.String(load_default="", validate=ma.validate.Length(max=10000))
+    owner = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=200))
+    tags = ma.fields.List(ma.fields.String(validate=_NAME), load_default=list)
+    flag = Key(required=True)
+    environment = Key(required=True)
+    variations = ma.fields.List(ma.fields.Nested(ArmSchema), validate=ma.validate.Length(max=20),
+                                metadata={"description": "Default: every flag variation, equal weights."})
+    control = ma.fields.String(validate=_NAME, metadata={"description": "Default: the first variation."})
+    traffic = ma.fields.Integer(load_default=TOTAL_WEIGHT, strict=True, validate=_BPS,
+                                metadata={"description": "Basis points of eligible units that enter."})
+    unit = ma.fields.String(load_default="id", validate=_NAME,
+                            metadata={"description": "Context attribute to randomise on."})
+    layer = ma.fields.Nested(LayerSchema, load_default=None, allow_none=True)
+    salt = ma.fields.String(validate=ma.validate.Length(min=1, max=200),
+                            metadata={"description": "Default: the experiment key."})
+    primary_metric = Key(load_default=None, allow_none=True)
+    secondary_metrics = _METRIC_LIST
+    guardrail_metrics = _METRIC_LIST
+    dimensions = _DIMENSIONS
+    analysis = ma.fields.Nested(AnalysisSchema)
+    status = ma.fields.String(dump_only=True, metadata={"description": " -> ".join(STATUSES)})
+    started_at = ma.fields.DateTime(dump_only=True, allow_none=True)
+    stopped_at = ma.fields.DateTime(dump_only=True, allow_none=True)
+    concluded_at = ma.fields.DateTime(dump_only=True, allow_none=True)
+    released_variation = ma.fields.String(dump_only=True, allow_none=True)
+    decision = ma.fields.Nested(DecisionSchema, dump_only=True, allow_none=True)
+    version = ma.fields.Integer(dump_only=True)
+    created_at = ma.fields.DateTime(dump_only=True)
+    updated_at = ma.fields.DateTime(dump_only=True)
+
+
+class ExperimentPatchSchema(StrictSchema):
+    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
+    hypothesis = ma.fields.String(validate=ma.validate.Length(max=10000))
+    owner = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=200))
+    tags = ma.fields.List(ma.fields.String(validate=_NAME))
+    variations = ma.fields.List(ma.fields.Nested(ArmSchema), validate=ma.validate.Length(max=20))
+    control = ma.fields.String(validate=_NAME)
+    traffic = ma.fields.Integer(strict=True, validate=_BPS)
+    unit = ma.fields.String(validate=_NAME)
+    layer = ma.fields.Nested(LayerSchema, allow_none=True)
+    salt = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
+    primary_metric = Key(allow_none=True)
+    secondary_metrics = _METRIC_LIST
+    guardrail_metrics = _METRIC_LIST
+    dimensions = _DIMENSIONS
+    analysis = ma.fields.Nested(AnalysisSchema, metadata={"description": "Given settings replace the current ones."})
+    released_variation = ma.fields.String(allow_none=True, validate=_NAME, metadata={
+        "description": "Stopped or concluded experiments: serve this variation to every unit the rule matches."})
+
+
+class ConcludeSchema(StrictSchema):
+    decision = ma.fields.Nested(DecisionSchema, required=True)
+    released_variation = ma.fields.String(allow_none=True, validate=_NAME)
+
+
+class ExperimentQuerySchema(StrictSchema):
+    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
+    cursor = ma.fields.String(load_default=None)
+    status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(STATUSES))
+    flag = ma.fields.String(load_default=None)
+    environment = ma.fields.String(load_default=None)
+
+
+class ResultsQuerySchema(StrictSchema):
+    format = ma.fields.String(load_default="json", validate=ma.validate.OneOf(["json", "csv"]))
+    dimension = ma.fields.String(load_default=None, validate=_ATTRIBUTE,
+                                 metadata={"description": "Also break results down by this exposure attribute."})
+    metric = ma.fields.String(load_default=None, metadata={"description": "Only this metric."})
+    engine = ma.fields.String(validate=ma.validate.OneOf(ENGINES))
+    sequential = ma.fields.Boolean()
+    cuped = ma.fields.Boolean()
+    alpha = ma.fields.Float(validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
+    correction = ma.fields.String(validate=ma.validate.OneOf(CORRECTIONS + ("none",)))
+
+
+class TestSchema(ma.Schema):
+    estimate = ma.fields.Float()
+    ci = ma.fields.List(ma.fields.Float())
+    p_value = ma.fields.Float(allow_none=True)
+
+
+class VariationResultSchema(ma.Schema):
+    variation = ma.fields.String()
+    units = ma.fields.Integer()
+    value = ma.fields.Float(allow_none=True)
+    stddev = ma.fields.Float(allow_none=True)
+    absolute = ma.fields.Nested(TestSchema, allow_none=True)
+    relative = ma.fields.Nested(TestSchema, allow_none=True)
+    p_value_adjusted = ma.fields.Float(allow_none=True)
+    chance_to_beat_control = ma.fields.Float(allow_none=True)
+    risk = ma.fields.Float(allow_none=True)
+
+
+class DimensionValueSchema(ma.Schema):
+    name = ma.fields.String()
+    value = ma.fields.String(allow_none=True)
+
+
+class MetricResultSchema(ma.Schema):
+    metric = ma.fields.String()
+    type = ma.fields.String()
+    dimension = ma.fields.Nested(DimensionValueSchema, allow_none=True)
+    variations = ma.fields.List(ma.fields.Nested(VariationResultSchema))
+
+
+class SrmSchema(ma.Schema):
+    p_value = ma.fields.Float()
+    flagged = ma.fields.Boolean()
+
+
+class HealthCheckSchema(ma.Schema):
+    check = ma.fields.String()
+    status = ma.fields.String(metadata={"description": "ok | warning | failed"})
+    message = ma.fields.String()
+
+
+class ResultsSchema(ma.Schema):
+    experiment = ma.fields.String()
+    status = ma.fields.String()
+    computed_at = ma.fields.String()
+    engine = ma.fields.String()
+    sequential = ma.fields.Boolean()
+    cuped = ma.fields.Boolean()
+    alpha = ma.fields.Float()
+    correction = ma.fields.String(allow_none=True)
+    units = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())
+    multiple_exposures = ma.fields.Integer()
+    srm = ma.fields.Nested(SrmSchema)
+    health = ma.fields.List(ma.fields.Nested(HealthCheckSchema))
+    metrics = ma.fields.List(ma.fields.Nested(MetricResultSchema))
+
+
+ExperimentPageSchema = page_schema(ExperimentSchema, "ExperimentPage")
+
+
+class SampleSizeSchema(StrictSchema):
+    baseline = ma.fields.Float(required=True, metadata={
+        "description": "Control conversion rate in (0, 1), or the control mean when stddev is given."})
+    stddev = ma.fields.Float(load_default=None, allow_none=True, validate=ma.validate.Range(min=0, min_inclusive=False),
+                             metadata={"description": "Per-unit standard deviation of a mean metric."})
+    mde = ma.fields.Float(load_default=None, allow_none=True, validate=ma.validate.Range(min=0, min_inclusive=False),
+                          metadata={"description": "Minimum detectable effect; relative unless relative=false."})
+    units_per_variation = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=2),
+                                            metadata={"description": "Compute the MDE for this many units."})
+    relative = ma.fields.Boolean(load_default=True)
+    alpha = ma.fields.Float(load_default=0.05, validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
+    power = ma.fields.Float(load_default=0.8, validate=ma.validate.Range(min=0, max=1, min_inclusive=False,
+                                                                        max_inclusive=False))
+    variations = ma.fields.Integer(load_default=2, validate=ma.validate.Range(min=2, max=20),
+                                   metadata={"description": "Variations including control, equal weights."})
+
+
+class SampleSizeResultSchema(SampleSizeSchema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    per_variation = ma.fields.Integer(metadata={"description": "Units per variation for mde at power."})
+    total = ma.fields.Integer()
+    alpha_per_comparison = ma.fields.Float()
+    minimum_detectable_effect = ma.fields.Float(metadata={"description": "For units_per_variation, same scale "
+                                                                         "as mde."})
+    achieved_power = ma.fields.Float(metadata={"description": "Power of mde at units_per_variation."})
