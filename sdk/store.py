@@ -1,0 +1,194 @@
+"""The SDK's data store: the current compiled ruleset, swapped atomically, plus the disk cache.
+
+Readers (every ``variation()`` call) read :attr:`RulesetStore.compiled`, one
+attribute holding an immutable :class:`~sdk.evaluation.CompiledRuleset`:
+compiling happens before the swap, so a reader sees either the old ruleset or
+the new one, never half of an update, and never takes a lock.
+
+The disk cache (``cache_path``) holds the last ruleset received from the
+service, written atomically (temporary file in the same directory, fsync,
+``os.replace``) so a crash mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+
+from .evaluation import CompiledRuleset, InvalidRuleset, compile_ruleset
+
+log = logging.getLogger("pitcrew")
+
+__all__ = ["RulesetStore", "read_cache", "write_cache"]
+
+CACHE_FORMAT = 1
+
+
+def key_fingerprint(url: str, sdk_key: str) -> str:
+    """Identifies (service, SDK key) in the cache file without storing the key."""
+    return hashlib.sha256(f"{url}\n{sdk_key}".encode()).hexdigest()[:16]
+
+
+class RulesetStore:
+    """Holds the compiled ruleset and where it came from.
+
+    ``compiled`` is None until a ruleset was actually loaded (bootstrap, cache
+    file or service): that is what readiness means.
+    """
+
+    def __init__(self):
+        self.compiled: CompiledRuleset | None = None
+        self.etag: str | None = None
+        self.source: str | None = None  # "bootstrap" | "cache" | "service"
+        self.updated_at: float | None = None  # time.time() of the last swap
+        self.checked_at: float | None = None  # last successful contact with the service
+        self.split_serves: frozenset = frozenset()  # (flag, rule_id|None) served by rollout/experiment
+        self.track_units: tuple = ()  # experiment unit attributes other than "id"
+        self.ready = threading.Event()
+        self._listeners: list = []
+
+    @property
+    def version(self):
+        c = self.compiled
+        return None if c is None else c.version
+
+    def add_listener(self, fn) -> None:
+        """``fn(old_compiled, new_compiled)`` is called (on the updating thread) after each swap."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn) -> None:
+        try:
+            self._listeners.remove(fn)
+        except ValueError:
+            pass
+
+    def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> CompiledRuleset:
+        """Compile ``ruleset`` and swap it in. Raises InvalidRuleset; the old one then stays."""
+        compiled = compile_ruleset(ruleset)
+        split = _split_serves(ruleset)
+        units = _track_units(ruleset)
+        old = self.compiled
+        # Order: auxiliary data first, the reference readers use last.
+        self.split_serves = split
+        self.track_units = units
+        self.etag = etag
+        self.source = source
+        self.updated_at = time.time()
+        self.compiled = compiled
+        self.ready.set()
+        for fn in list(self._listeners):
+            try:
+                fn(old, compiled)
+            except Exception:
+                log.exception("pitcrew: ruleset listener failed")
+        return compiled
+
+    def after_fork(self) -> None:
+        """The child keeps the ruleset; only the Event's lock is renewed."""
+        ready = threading.Event()
+        if self.compiled is not None:
+            ready.set()
+        self.ready = ready
+
+
+def _split_serves(ruleset) -> frozenset:
+    """(flag, rule_id) pairs (rule_id None for the fallthrough) whose serve is a rollout or experiment.
+
+    Used to report OpenFeature's SPLIT reason; cheap, and only flags with such serves appear.
+    """
+    out = []
+    try:
+        for key, flag in (ruleset.get("flags") or {}).items():
+            targeting = flag.get("targeting") if isinstance(flag, dict) else None
+            if not isinstance(targeting, dict):
+                continue
+            for rule in targeting.get("rules") or ():
+                serve = rule.get("serve") if isinstance(rule, dict) else None
+                if isinstance(serve, dict) and serve.get("variation") is None:
+                    out.append((key, rule.get("id")))
+            ft = targeting.get("fallthrough")
+            if isinstance(ft, dict) and ft.get("variation") is None:
+                out.append((key, None))
+    except Exception:
+        pass
+    return frozenset(out)
+
+
+def _track_units(ruleset) -> tuple:
+    """Unit attributes (other than ``id``) of the ruleset's experiments, in a stable order."""
+    out: dict = {}
+    try:
+        for exp in (ruleset.get("experiments") or {}).values():
+            if isinstance(exp, dict):
+                unit = exp.get("unit")
+                if isinstance(unit, str) and unit and unit != "id":
+                    out[unit] = None
+    except Exception:
+        pass
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- disk cache
+
+
+def write_cache(path: str, body: bytes, etag: str | None, fingerprint: str) -> None:
+    """Write the ruleset ``body`` (the service's JSON bytes) to ``path`` atomically."""
+    header = json.dumps(
+        {"format": CACHE_FORMAT, "etag": etag, "fingerprint": fingerprint, "saved_at": time.time()}
+    ).encode()
+    # {"format":..,"etag":..,"fingerprint":..,"saved_at":..,"ruleset": <body>}
+    data = header[:-1] + b', "ruleset": ' + body + b"}"
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".pitcrew-cache-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_cache(path: str) -> tuple[dict, str | None, str | None] | None:
+    """``(ruleset, etag, fingerprint)`` from a cache file, or None when absent or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("pitcrew: ignoring unreadable cache file %s: %s", path, exc)
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("ruleset"), dict):
+        log.warning("pitcrew: ignoring cache file %s: unexpected content", path)
+        return None
+    etag = doc.get("etag")
+    fingerprint = doc.get("fingerprint")
+    return (
+        doc["ruleset"],
+        etag if isinstance(etag, str) else None,
+        fingerprint if isinstance(fingerprint, str) else None,
+    )
+
+
+def load_into(store: RulesetStore, ruleset, source: str, etag: str | None = None) -> bool:
+    """Apply a ruleset from bootstrap or cache, logging instead of raising."""
+    try:
+        store.apply(ruleset, source=source, etag=etag)
+        return True
+    except InvalidRuleset as exc:
+        log.warning("pitcrew: ignoring invalid %s ruleset: %s", source, exc)
+    except Exception:
+        log.exception("pitcrew: could not load %s ruleset", source)
+    return False

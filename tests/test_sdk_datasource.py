@@ -1,0 +1,208 @@
+"""SDK data source and transport against a stub of /sdk/v1/config and /stream on a loopback
+port: ETag polling, streaming and reconnects, fallback to polling, outages, invalid
+rulesets; keep-alive, timeouts, backoff and Retry-After helpers. The named integration
+scenarios against the real service are in tests/test_sdk_integration.py."""
+
+import email.utils
+import logging
+import time
+
+import pytest
+
+from sdk.datasource import _sse_events
+from sdk.transport import (
+    Transport,
+    TransportError,
+    backoff_delay,
+    is_retryable,
+    retry_after_seconds,
+)
+from tests.sdk_support import StubService, bool_flag, ruleset, stub_client, wait_for
+
+
+@pytest.fixture
+def stub():
+    with StubService(ruleset([bool_flag("f")])) as s:
+        yield s
+
+
+def turn_off(stub):
+    return stub.bump(flags={"f": bool_flag("f", enabled=False, version=2)})
+
+
+# --------------------------------------------------------------------------- polling
+
+
+def test_polling_uses_etag_and_sees_a_change_within_one_interval(stub):
+    interval = 0.4
+    with stub_client(stub, poll_interval=interval, events=False) as client:
+        assert client.wait_until_ready(3)
+        assert client.variation("f", {"id": "u"}, None) is True
+        time.sleep(interval * 2.5)
+        assert ("GET", "/sdk/v1/config", 304) in stub.requests
+        turn_off(stub)
+        changed = time.monotonic()
+        assert wait_for(lambda: client.variation("f", {"id": "u"}, None) is False, interval + 0.3)
+        assert time.monotonic() - changed <= interval + 0.3
+        # one keep-alive connection for all those polls
+        assert stub.connections == 1
+
+
+def test_service_outage_keeps_the_last_ruleset(stub):
+    with stub_client(stub, poll_interval=0.1, events=False) as client:
+        assert client.wait_until_ready(3)
+        port = stub.port
+        stub.stop()
+        assert wait_for(lambda: client.status()["state"] == "interrupted", 3)
+        assert client.variation("f", {"id": "u"}, None) is True
+        assert client.is_ready()
+        stub.start(port)
+        turn_off(stub)
+        assert wait_for(lambda: client.variation("f", {"id": "u"}, None) is False, 3)
+        assert client.status()["state"] == "valid"
+
+
+@pytest.mark.parametrize("bad", [
+    (500, {}, b"oops"), (200, {}, b"{not json"), (200, {}, b'{"version": 5, "flags": []}'),
+    (200, {}, b'{"version": "x"}'), (429, {"Retry-After": "1"}, b""),
+])
+def test_bad_config_responses_keep_the_last_ruleset(stub, bad):
+    with stub_client(stub, poll_interval=0.1, events=False) as client:
+        assert client.wait_until_ready(3)
+        stub.config_script.extend([bad] * 3)
+        assert wait_for(lambda: not stub.config_script, 3)
+        assert client.variation("f", {"id": "u"}, None) is True
+        assert client.status()["version"] == 1
+
+
+def test_rejected_sdk_key_is_logged_once(stub, caplog):
+    with caplog.at_level(logging.WARNING, logger="pitcrew"):
+        from sdk import Client
+
+        client = Client(stub.url, "wrong-key", poll_interval=0.05, events=False)
+        time.sleep(0.4)
+        client.close()
+    refused = [r for r in caplog.records if "refused the SDK key" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.ERROR
+    assert not client.is_ready()
+
+
+def test_first_fetch_retries_with_backoff_when_service_is_down(stub):
+    port = stub.port
+    stub.stop()
+    with stub_client(stub, poll_interval=30, events=False) as client:
+        time.sleep(0.2)
+        stub.start(port)
+        # retried well before the 30 s poll interval
+        assert client.wait_until_ready(4)
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_streaming_sees_a_change_within_a_second(stub):
+    with stub_client(stub, stream=True, poll_interval=30, events=False) as client:
+        assert client.wait_until_ready(3)
+        assert wait_for(lambda: client.status()["stream_connected"], 2)
+        turn_off(stub)
+        changed = time.monotonic()
+        assert wait_for(lambda: client.variation("f", {"id": "u"}, None) is False, 1.0)
+        assert time.monotonic() - changed < 1.0
+
+
+def test_stream_reconnects_after_the_service_restarts(stub):
+    with stub_client(stub, stream=True, poll_interval=30, events=False) as client:
+        assert client.wait_until_ready(3)
+        assert wait_for(lambda: client.status()["stream_connected"], 2)
+        port = stub.port
+        stub.stop()
+        assert wait_for(lambda: not client.status()["stream_connected"], 3)
+        assert client.variation("f", {"id": "u"}, None) is True
+        stub.start(port)
+        assert wait_for(lambda: client.status()["stream_connected"], 5)
+        turn_off(stub)
+        assert wait_for(lambda: client.variation("f", {"id": "u"}, None) is False, 1.0)
+
+
+def test_stream_unavailable_falls_back_to_polling(stub):
+    stub.stream_enabled = False
+    with stub_client(stub, stream=True, poll_interval=0.3, events=False) as client:
+        assert client.wait_until_ready(3)
+        turn_off(stub)
+        assert wait_for(lambda: client.variation("f", {"id": "u"}, None) is False, 2)
+        assert not client.status()["stream_connected"]
+
+
+def test_sse_parser():
+    lines = [": keepalive", "", "event: config", "data: {\"version\": 3}", "", "data: a", "data: b",
+             "", "event: config", "data:{\"version\": 4}", "id: 7", "retry: 10", ""]
+    assert list(_sse_events(iter(lines))) == [
+        ("config", '{"version": 3}'), ("message", "a\nb"), ("config", '{"version": 4}'),
+    ]
+
+
+def test_close_stops_a_streaming_client_promptly(stub):
+    client = stub_client(stub, stream=True, events=False)
+    assert client.wait_until_ready(3)
+    assert wait_for(lambda: client.status()["stream_connected"], 2)
+    start = time.monotonic()
+    client.close(2)
+    assert time.monotonic() - start < 0.5
+    assert not client._datasource.alive
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def test_transport_keep_alive_and_stale_connection_resend(stub):
+    t = Transport(stub.url, stub.sdk_key, timeout=2)
+    try:
+        for _ in range(3):
+            assert t.request("GET", "/sdk/v1/config").status == 200
+        assert stub.connections == 1
+        stub.config_script.append(("close",))  # the server drops the idle connection
+        assert t.request("GET", "/sdk/v1/config").status == 200  # resent once, transparently
+        assert stub.connections == 2
+    finally:
+        t.close()
+
+
+def test_transport_timeout_bounds_every_call(stub):
+    stub.config_script.append(("sleep", 2.0))
+    t = Transport(stub.url, stub.sdk_key, timeout=0.3)
+    start = time.monotonic()
+    with pytest.raises(TransportError):
+        t.request("GET", "/sdk/v1/config")
+    assert time.monotonic() - start < 1.0
+    t.close()
+
+
+def test_transport_rejects_bad_urls():
+    with pytest.raises(ValueError):
+        Transport("not a url", "k")
+
+
+def test_backoff_delay_is_exponential_jittered_and_capped():
+    for attempt in range(1, 60):
+        raw = min(30.0, 1.0 * 2 ** min(attempt - 1, 50))
+        for r in (0.0, 0.5, 0.999):
+            d = backoff_delay(attempt, 1.0, 30.0, rng=lambda r=r: r)
+            assert raw * 0.5 <= d <= raw <= 30.0
+    assert backoff_delay(1, rng=lambda: 0.0) == 0.5
+    assert backoff_delay(3, rng=lambda: 0.999) == pytest.approx(3.998)
+
+
+def test_retry_after_parsing():
+    assert retry_after_seconds("5") == 5.0
+    assert retry_after_seconds(" 2.5 ") == 2.5
+    assert retry_after_seconds("-3") == 0.0
+    assert retry_after_seconds("100000") == 600.0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= retry_after_seconds(when) <= 31
+
+
+def test_retryable_statuses():
+    assert [s for s in (200, 202, 400, 401, 403, 404, 408, 413, 429, 500, 502, 503)
+            if is_retryable(s)] == [408, 429, 500, 502, 503]
