@@ -334,3 +334,21 @@ def test_sample_size_tool(viewer, editor):
     bad = editor.post("/api/v1/tools/sample-size", json={"baseline": 1.5, "mde": 0.05})
     assert bad.status_code == 400 and "baseline" in bad.json["error"]["details"]
     assert viewer.post("/api/v1/tools/sample-size", json=body).status_code == 200  # changes nothing
+
+
+def test_remote_evaluation_logs_each_exposure_once(setup, sdk):
+    create_experiment(setup, dimensions=["country"])
+    assert setup.post("/api/v1/experiments/checkout-test/start").status_code == 200
+    assert setup.patch("/api/v1/flags/checkout/environments/production", json={"enabled": True}).status_code == 200
+    for _ in range(2):
+        result = sdk.post("/sdk/v1/evaluate", json={"context": {"id": "u-7", "country": "DE"},
+                                                    "flags": ["checkout"]}).json["flags"]["checkout"]
+        assert result["in_experiment"] is True and result["experiment"] == "checkout-test"
+    exposures = list(db.session.scalars(sa.select(Event).where(Event.type == "exposure")))
+    assert len(exposures) == 1
+    exposure = exposures[0]
+    assert (exposure.unit, exposure.experiment, exposure.variation) == ("u-7", "checkout-test", result["variation"])
+    assert exposure.unit_type == "id" and exposure.attributes["country"] == "DE"
+    # Evaluating without the experiment's unit records nothing.
+    sdk.post("/sdk/v1/evaluate", json={"context": {"country": "DE"}})
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Event)) == 1

@@ -3,6 +3,7 @@ POST /sdk/v1/evaluate (remote evaluation through the same engine)."""
 
 import json
 import time
+import uuid
 
 import marshmallow as ma
 from flask import Response, current_app, g, request, stream_with_context
@@ -10,8 +11,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from sdk.evaluation import evaluate
+from sdk.events import exposure_attributes, iso_ts
 
-from .. import ruleset
+from .. import ingest, ruleset
 from ..extensions import db
 from ..schemas.common import StrictSchema
 
@@ -99,4 +101,29 @@ class Evaluate(MethodView):
         compiled = current.compiled
         keys = data["flags"] if data["flags"] is not None else list(compiled.flag_keys)
         results = {key: evaluate(compiled, key, data["context"], None) for key in keys}
+        exposures = remote_exposures(g.environment_id, compiled, data["context"], results.values())
+        if exposures:
+            ingest.ingest({"events": exposures}, g.environment_id)
         return {"flags": {key: result.to_dict() for key, result in results.items()}}
+
+
+# Exposure ids derive from (environment, experiment, unit, variation), so
+# evaluating the same unit again stores nothing new: the ingestion's
+# idempotency by id is the deduplication an SDK does with its LRU.
+_EXPOSURE_NAMESPACE = uuid.UUID("4f0b7c52-2b1e-4c1b-9a57-0d7e3c2a9b11")
+
+
+def remote_exposures(environment_id: int, compiled, context, results) -> list[dict]:
+    """Exposure events (SDK wire format) for the admitted results of a remote evaluation."""
+    now = iso_ts(time.time())
+    events = []
+    for result in results:
+        if not result.in_experiment:
+            continue
+        name = f"{environment_id}:{result.experiment}:{result.unit}:{result.variation}"
+        events.append({
+            "id": str(uuid.uuid5(_EXPOSURE_NAMESPACE, name)), "type": "exposure", "ts": now,
+            "unit": result.unit, "experiment": result.experiment, "variation": result.variation,
+            "attributes": exposure_attributes(compiled.experiment(result.experiment) or {}, context),
+        })
+    return events
