@@ -2,7 +2,7 @@ from datetime import UTC
 
 import marshmallow as ma
 
-from .common import StrictSchema, page_schema
+from .common import PageQuerySchema, page_schema
 
 
 class AuditEntrySchema(ma.Schema):
@@ -19,9 +19,7 @@ class AuditEntrySchema(ma.Schema):
     request_id = ma.fields.String(allow_none=True)
 
 
-class AuditQuerySchema(StrictSchema):
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(load_default=None)
+class AuditQuerySchema(PageQuerySchema):
     resource_type = ma.fields.String(load_default=None)
     resource_key = ma.fields.String(load_default=None, metadata={"description": "Key of the resource, e.g. a flag key."})
     actor = ma.fields.String(load_default=None)

@@ -2,7 +2,7 @@ import marshmallow as ma
 
 from ..domain.experiments import CORRECTIONS, ENGINES, OUTCOMES, TOTAL_WEIGHT
 from ..models import STATUSES
-from .common import Key, StrictSchema, page_schema
+from .common import Key, PageQuerySchema, StrictSchema, page_schema
 
 _BPS = ma.validate.Range(min=0, max=TOTAL_WEIGHT)
 _NAME = ma.validate.Length(min=1, max=100)
@@ -109,9 +109,7 @@ class ConcludeSchema(StrictSchema):
     released_variation = ma.fields.String(allow_none=True, validate=_NAME)
 
 
-class ExperimentQuerySchema(StrictSchema):
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(load_default=None)
+class ExperimentQuerySchema(PageQuerySchema):
     status = ma.fields.String(load_default=None, validate=ma.validate.OneOf(STATUSES))
     flag = ma.fields.String(load_default=None)
     environment = ma.fields.String(load_default=None)

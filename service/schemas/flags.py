@@ -1,7 +1,7 @@
 import marshmallow as ma
 
 from ..domain.flags import KINDS
-from .common import Key, StrictSchema, page_schema
+from .common import Key, PageQuerySchema, StrictSchema, page_schema
 
 
 class VariationSchema(StrictSchema):
@@ -95,9 +95,7 @@ class FlagPatchSchema(StrictSchema):
     archived = ma.fields.Boolean(metadata={"description": "false restores an archived flag"})
 
 
-class FlagQuerySchema(StrictSchema):
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(load_default=None)
+class FlagQuerySchema(PageQuerySchema):
     tag = ma.fields.String(load_default=None)
     owner = ma.fields.String(load_default=None)
     archived = ma.fields.Boolean(load_default=None)

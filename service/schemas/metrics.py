@@ -1,7 +1,7 @@
 import marshmallow as ma
 
 from ..domain.metrics import DIRECTIONS, TYPES
-from .common import Key, StrictSchema, page_schema
+from .common import Key, PageQuerySchema, StrictSchema, page_schema
 
 _EVENT = ma.validate.Length(min=1, max=200)
 
@@ -46,9 +46,7 @@ class MetricPatchSchema(StrictSchema):
     tags = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=1, max=100)))
 
 
-class MetricQuerySchema(StrictSchema):
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(load_default=None)
+class MetricQuerySchema(PageQuerySchema):
     tag = ma.fields.String(load_default=None)
 
 

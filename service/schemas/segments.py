@@ -1,6 +1,6 @@
 import marshmallow as ma
 
-from .common import Key, StrictSchema, page_schema
+from .common import Key, PageQuerySchema, StrictSchema, page_schema
 from .flags import ConditionSchema
 
 
@@ -27,9 +27,7 @@ class SegmentPatchSchema(StrictSchema):
     rules = ma.fields.List(ma.fields.List(ma.fields.Nested(ConditionSchema)))
 
 
-class SegmentQuerySchema(StrictSchema):
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(load_default=None)
+class SegmentQuerySchema(PageQuerySchema):
     q = ma.fields.String(load_default=None)
 
 

@@ -1,7 +1,7 @@
 import marshmallow as ma
 
 from ..models import ROLES
-from .common import StrictSchema, page_schema
+from .common import PageQuerySchema, StrictSchema, page_schema
 
 
 class TokenSchema(ma.Schema):
@@ -27,9 +27,7 @@ class TokenCreatedSchema(ma.Schema):
     token = ma.fields.String(required=True, metadata={"description": "The secret; shown only this once."})
 
 
-class TokenQuerySchema(StrictSchema):
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(load_default=None)
+class TokenQuerySchema(PageQuerySchema):
     include_revoked = ma.fields.Boolean(load_default=False)
 
 
