@@ -7,6 +7,7 @@ validation errors, Flask's own 404/405/413 and unexpected exceptions alike.
 import logging
 
 import marshmallow as ma
+import sqlalchemy as sa
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -114,6 +115,15 @@ def handle_domain_error(error: DomainError):
     return error_response(status, error.code, error.message, error.details)
 
 
+def handle_out_of_range(error: Exception):
+    """A value the database cannot store (an integer beyond 64 bits, say) is bad input, not a crash."""
+    from .extensions import db
+
+    db.session.rollback()
+    return error_response(400, "validation_error", "A value is out of range.",
+                          {"_body": ["A number in the request is too large to store."]})
+
+
 def handle_unexpected(error: Exception):
     log.exception("unhandled error")
     return error_response(500, "internal_error", "An unexpected error occurred.")
@@ -122,4 +132,6 @@ def handle_unexpected(error: Exception):
 def register(app) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(sa.exc.DataError, handle_out_of_range)
+    app.register_error_handler(OverflowError, handle_out_of_range)
     app.register_error_handler(Exception, handle_unexpected)

@@ -353,3 +353,9 @@ def test_stream_announces_a_change_within_one_second(editor, live_server):
     assert len(events) == 2, events
     assert events[1][1]["version"] > events[0][1]["version"]
     assert events[1][0] - changed_at < 1.0
+
+
+def test_rollback_version_out_of_range_is_400(editor):
+    create_flag(editor)
+    response = editor.post("/api/v1/flags/new-checkout/rollback", json={"version": 251126743274124640256})
+    assert response.status_code == 400 and "version" in response.json["error"]["details"]

@@ -220,3 +220,21 @@ def test_request_log_is_json_without_secrets(viewer, caplog):
 
     line = JsonFormatter().format(records[-1])
     assert viewer.token not in line and "Bearer" not in line
+
+
+def test_lone_surrogates_are_rejected_not_stored(admin):
+    body = '{"key": "qa", "name": "bad \\udbaf text"}'
+    response = admin.post("/api/v1/environments", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["details"] == {"name": ["Contains an unpaired UTF-16 surrogate."]}
+    assert admin.get("/api/v1/environments/qa").status_code == 404
+    # A proper surrogate pair (an emoji) is fine.
+    ok = admin.post("/api/v1/environments", data='{"key": "qa", "name": "QA \\ud83d\\ude80"}',
+                    headers={"Content-Type": "application/json"})
+    assert ok.status_code == 201 and ok.json["name"] == "QA \U0001F680"
+
+
+def test_numbers_too_large_to_store_are_400(admin):
+    response = admin.delete(f"/api/v1/environments/production/sdk-keys/{2**70}")
+    assert response.status_code in (400, 404), response.json
+    assert response.json["error"]["code"] in ("validation_error", "not_found")

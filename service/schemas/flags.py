@@ -103,7 +103,7 @@ class FlagQuerySchema(PageQuerySchema):
 
 
 class RollbackSchema(StrictSchema):
-    version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
+    version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1, max=2**31 - 1))
 
 
 class DiffEntrySchema(ma.Schema):
