@@ -53,9 +53,10 @@ def evaluate_batch(compiled, key):
     return run
 
 
-def three_rule_flag(key):
+def three_rule_flag(key, version=1):
+    """The benchmark flag of the issues: 3 rules, then a 50/50 rollout (shared with bench_sdk)."""
     return {
-        "key": key, "kind": "boolean", "version": 1, "variations": ONOFF,
+        "key": key, "kind": "boolean", "version": version, "variations": ONOFF,
         "targeting": {
             "enabled": True, "off_variation": "off", "prerequisites": [], "targets": [],
             "rules": [

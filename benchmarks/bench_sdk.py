@@ -40,11 +40,11 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.bench_engine import ONOFF, three_rule_flag  # noqa: E402
 from sdk import Client  # noqa: E402
 from sdk.evaluation import evaluate  # noqa: E402
 
 BATCH = 1000
-ONOFF = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 URL = "http://127.0.0.1:9"  # nothing listens: no network during the benchmark
 
 
@@ -68,21 +68,6 @@ def batches_of(items, repeats):
     n = len(items)
     doubled = items * 2
     return [doubled[(i * BATCH) % n:][:BATCH] for i in range(repeats)]
-
-
-def three_rule_flag(key, version=1):
-    return {
-        "key": key, "kind": "boolean", "version": version, "variations": ONOFF,
-        "targeting": {
-            "enabled": True, "off_variation": "off", "prerequisites": [], "targets": [],
-            "rules": [
-                {"id": "r1", "conditions": [{"attribute": "country", "op": "in", "values": ["DE", "FR", "IT"]}], "serve": {"variation": "on"}},
-                {"id": "r2", "conditions": [{"attribute": "app_version", "op": "semver_gte", "values": ["5.0.0"]}], "serve": {"variation": "on"}},
-                {"id": "r3", "conditions": [{"attribute": "email", "op": "matches", "values": [r"@pitcrew\.dev$"]}], "serve": {"variation": "on"}},
-            ],
-            "fallthrough": {"rollout": {"weights": [["on", 5000], ["off", 5000]]}},
-        },
-    }  # fmt: skip
 
 
 def experiment_flag(key):
