@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import random
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -254,7 +255,7 @@ def test_multiple_exposures_stop_time_and_srm(experiment, sdk, viewer, editor):
     assert after["status"] == "stopped" and after["units"] == {"off": 99, "on": 200}
 
 
-def test_exposures_csv_stream(experiment, population, sdk, viewer):
+def test_exposures_csv_stream(experiment, population, sdk, viewer, live_server):
     Population.post(None, sdk, [event(type="exposure", ts=iso(START + timedelta(days=2)), unit="user-0",
                                       experiment="checkout-test",
                                       variation="on" if population.units["user-0"][0] == "off" else "off")])
@@ -272,6 +273,12 @@ def test_exposures_csv_stream(experiment, population, sdk, viewer):
     assert [r["first_exposed_at"] for r in rows] == sorted(r["first_exposed_at"] for r in rows)
     first = next(e for e in population.events if e["unit"] == "user-1" and e["type"] == "exposure")
     assert datetime.fromisoformat(by_unit["user-1"]["first_exposed_at"]) == datetime.fromisoformat(first["ts"])
+    # Under gunicorn the stream outlives the request's database session: same CSV.
+    request = urllib.request.Request(f"{live_server.url}/api/v1/experiments/checkout-test/exposures",
+                                     headers={"Authorization": f"Bearer {viewer.token}"})
+    with urllib.request.urlopen(request, timeout=30) as live:
+        assert live.status == 200
+        assert live.read().decode() == response.get_data(as_text=True)
 
 
 def test_cli_export_matches_api(experiment, population, viewer, app, tmp_path):

@@ -421,7 +421,16 @@ def first_exposures(key: str) -> tuple[list[str], object]:
 
     experiment = get(key)
     dimensions = list(experiment.dimensions or [])
-    return dimensions, queries.first_exposures(db.session.connection(), scope_of(experiment), dimensions)
+    scope = scope_of(experiment)
+    engine = db.engine
+
+    def rows():
+        # The response streams after the request's session is gone: the
+        # rows come through a connection of their own, held while streaming.
+        with engine.connect() as connection:
+            yield from queries.first_exposures(connection, scope, dimensions)
+
+    return dimensions, rows()
 
 
 # ---------------------------------------------------------------- planning
