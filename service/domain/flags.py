@@ -19,7 +19,7 @@ from . import Actor, audit, ruleset_versions
 from .diff import json_diff
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, paginate, paginate_tagged
 from .versioning import check_version
 
 KINDS = ("boolean", "string", "number", "json")
@@ -44,14 +44,7 @@ def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bo
         needle = f"%{q.lower()}%"
         stmt = stmt.where(sa.or_(sa.func.lower(Flag.key).like(needle), sa.func.lower(Flag.name).like(needle),
                                  sa.func.lower(Flag.description).like(needle)))
-    if tag:
-        # Tags are a JSON list; filter in Python after a text pre-filter that
-        # works the same on SQLite and PostgreSQL.
-        stmt = stmt.where(sa.cast(Flag.tags, sa.Text).like(f'%"{tag}"%'))
-    page = paginate(stmt, Flag.id, limit=limit, cursor=cursor)
-    if tag:
-        page.items = [f for f in page.items if tag in (f.tags or [])]
-    return page
+    return paginate_tagged(stmt, Flag.id, Flag.tags, tag, limit=limit, cursor=cursor)
 
 
 def default_targeting(variations: list[dict]) -> dict:
@@ -151,21 +144,19 @@ def variation_errors(kind: str, variations) -> list[tuple[str, str]]:
     return errors
 
 
-def _reference_errors(flag: Flag, environment: Environment, targeting: dict,
-                      variations: list[dict]) -> list[tuple[str, str]]:
-    """References that need the database: segments, prerequisite flags, experiments, cycles."""
+def _reference_errors(flag: Flag, environment: Environment, targeting: dict) -> list[tuple[str, str]]:
+    """References that need the database: segments, prerequisite flags, experiments, cycles.
+
+    Runs after the engine's structural checks, so the shapes are known good."""
     errors = []
-    segment_keys = {c_value for rule in targeting.get("rules") or [] if isinstance(rule, dict)
-                    for cond in rule.get("conditions") or [] if isinstance(cond, dict) and cond.get("op") == "in_segment"
-                    for c_value in cond.get("values") or [] if isinstance(c_value, str)}
-    if segment_keys:
-        known = set(db.session.scalars(sa.select(Segment.key).where(Segment.key.in_(segment_keys))))
-        for i, rule in enumerate(targeting.get("rules") or []):
-            for j, cond in enumerate(rule.get("conditions") or []):
-                if cond.get("op") == "in_segment":
-                    for value in cond.get("values") or []:
-                        if value not in known:
-                            errors.append((f"rules.{i}.conditions.{j}.values", f"unknown segment {value!r}"))
+    segment_refs = [(f"rules.{i}.conditions.{j}.values", key)
+                    for i, rule in enumerate(targeting.get("rules") or [])
+                    for j, cond in enumerate(rule.get("conditions") or []) if cond.get("op") == "in_segment"
+                    for key in cond["values"]]
+    if segment_refs:
+        wanted = {key for _, key in segment_refs}
+        known = set(db.session.scalars(sa.select(Segment.key).where(Segment.key.in_(wanted))))
+        errors += [(path, f"unknown segment {key!r}") for path, key in segment_refs if key not in known]
 
     for i, prereq in enumerate(targeting.get("prerequisites") or []):
         other_key = prereq.get("flag")
@@ -234,7 +225,7 @@ def _check_targeting(flag: Flag, environment: Environment, targeting: dict, vari
     keys = {v["key"] for v in variations}
     errors = validate_targeting(targeting, variations=keys)
     if not errors:
-        errors = _reference_errors(flag, environment, targeting, variations)
+        errors = _reference_errors(flag, environment, targeting)
     if errors:
         raise ValidationFailed("The targeting is invalid.", _details(errors, prefix))
 
@@ -391,7 +382,7 @@ def put_targeting(actor: Actor, key: str, environment_key: str, targeting: dict,
 def patch_targeting(actor: Actor, key: str, environment_key: str, changes: dict,
                     if_match: int | None = None) -> tuple[Flag, dict]:
     """Replace the given top-level fields of the targeting, keep the rest."""
-    flag, current = get_targeting(key, environment_key)
+    _, current = get_targeting(key, environment_key)
     return put_targeting(actor, key, environment_key, {**current, **changes}, if_match)
 
 
@@ -406,11 +397,11 @@ def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) 
     content = target.snapshot
     errors = variation_errors(flag.kind, content["variations"])
     environments = {env.key: env for env in _environments()}
+    keys = {v["key"] for v in content["variations"]}
     for env_key, targeting in content["environments"].items():
         if env_key in environments:
-            keys = {v["key"] for v in content["variations"]}
             problems = validate_targeting(targeting, variations=keys) or _reference_errors(
-                flag, environments[env_key], targeting, content["variations"])
+                flag, environments[env_key], targeting)
             errors += [(f"environments.{env_key}.{p}", m) for p, m in problems]
     if errors:
         raise ValidationFailed(f"Version {version} can no longer be restored.", _details(errors))

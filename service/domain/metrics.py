@@ -21,7 +21,7 @@ from ..extensions import db
 from ..models import Experiment, Metric
 from . import Actor, audit
 from .errors import Conflict, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, paginate_tagged
 from .versioning import check_version
 
 TYPES = ("conversion", "mean", "count", "ratio")
@@ -48,13 +48,7 @@ def get_many(keys) -> dict[str, Metric]:
 
 
 def list_metrics(*, tag: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
-    stmt = sa.select(Metric)
-    if tag:
-        stmt = stmt.where(sa.cast(Metric.tags, sa.Text).like(f'%"{tag}"%'))
-    page = paginate(stmt, Metric.id, limit=limit, cursor=cursor)
-    if tag:
-        page.items = [m for m in page.items if tag in (m.tags or [])]
-    return page
+    return paginate_tagged(sa.select(Metric), Metric.id, Metric.tags, tag, limit=limit, cursor=cursor)
 
 
 def _check(values: dict) -> None:

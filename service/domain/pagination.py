@@ -3,6 +3,8 @@
 import base64
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from ..extensions import db
 from .errors import ValidationFailed
 
@@ -41,3 +43,18 @@ def paginate(stmt, id_column, *, limit: int, cursor: str | None, descending: boo
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
+
+
+def paginate_tagged(stmt, id_column, tags_column, tag: str | None, *, limit: int, cursor: str | None) -> Page:
+    """:func:`paginate`, keeping only rows whose JSON list ``tags_column`` holds ``tag``.
+
+    A LIKE on the JSON text narrows the rows in SQL the same way on SQLite and
+    PostgreSQL; the exact membership test is done on the page in Python (JSON
+    escaping can differ by backend), so a page may hold fewer than ``limit``.
+    """
+    if not tag:
+        return paginate(stmt, id_column, limit=limit, cursor=cursor)
+    stmt = stmt.where(sa.cast(tags_column, sa.Text).like(f'%"{tag}"%'))
+    page = paginate(stmt, id_column, limit=limit, cursor=cursor)
+    page.items = [row for row in page.items if tag in (getattr(row, tags_column.key) or [])]
+    return page
