@@ -406,6 +406,8 @@ def _rollout(rollout, reason, rule_id, flag_key, result):
         unit_bytes = _unit_bytes_getter(attr)
         return lambda ctx: None if unit_bytes(ctx) is None else last
 
+    # Two-way splits (the common 50/50 case, the benchmark) get their
+    # own closure without the loop over thresholds; the logic is serve_rollout's.
     if len(table) == 1:
         ((limit, first),) = table
 
