@@ -9,7 +9,7 @@ WORKDIR /app
 COPY setup.cfg pyproject.toml README.md ./
 COPY sdk ./sdk
 COPY service ./service
-RUN pip install '.[service]' && useradd --create-home --uid 10001 pitcrew \
+RUN pip install ./sdk . && useradd --create-home --uid 10001 pitcrew \
     && mkdir -p /app/instance && chown pitcrew /app/instance
 
 USER pitcrew

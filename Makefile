@@ -17,12 +17,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall whenever the declared dependencies change.
-$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[service,openfeature,dev]'
+# Reinstall whenever the declared dependencies change. Serving needs the
+# SDK (the engine) and the service; tests add the test tools and the SDK's
+# OpenFeature extra.
+$(VENV)/.installed-serve: setup.cfg pyproject.toml sdk/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ./sdk -e .
 	touch $@
 
-migrate: $(VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed-serve
+	$(BIN)/pip install --quiet -e './sdk[openfeature]' -e '.[dev]'
+	touch $@
+
+migrate: $(VENV)/.installed-serve
 	$(BIN)/flask db upgrade
 
 serve: migrate
@@ -33,18 +39,18 @@ serve: migrate
 	PROMETHEUS_MULTIPROC_DIR=$(INSTANCE)/prometheus PORT=$(PORT) \
 		$(BIN)/gunicorn -c python:service.gunicorn_conf 'service:create_app()'
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[service,openfeature,dev,bench]'
+bench: $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run_all.py $(BENCH)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check sdk service tests benchmarks
 
 # API fuzzing with schemathesis against a live server (CI runs this).
-fuzz: $(VENV)/.installed
+fuzz: $(VENV)/.installed-test
 	$(BIN)/python tests/fuzz_api.py
 
 clean:

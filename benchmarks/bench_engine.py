@@ -1,4 +1,4 @@
-"""Benchmark of the flag evaluation engine (sdk.evaluation).
+"""Benchmark of the flag evaluation engine (pitcrew.evaluation).
 
 Run: .venv/bin/python benchmarks/bench_engine.py
 
@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sdk.evaluation import compile_ruleset, evaluate  # noqa: E402
+from pitcrew.evaluation import compile_ruleset, evaluate  # noqa: E402
 
 BATCH = 1000
 REPEATS = 300

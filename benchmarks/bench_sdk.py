@@ -41,8 +41,8 @@ import tracemalloc
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_engine import ONOFF, three_rule_flag  # noqa: E402
-from sdk import Client  # noqa: E402
-from sdk.evaluation import evaluate  # noqa: E402
+from pitcrew import Client  # noqa: E402
+from pitcrew.evaluation import evaluate  # noqa: E402
 
 BATCH = 1000
 URL = "http://127.0.0.1:9"  # nothing listens: no network during the benchmark

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from sdk.evaluation import CompiledRuleset, compile_ruleset
+from pitcrew.evaluation import CompiledRuleset, compile_ruleset
 
 from .domain.flags import default_targeting
 from .extensions import db

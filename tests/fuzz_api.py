@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import LiveServer  # noqa: E402
+from tests.service.support import LiveServer  # noqa: E402
 
 
 def main() -> int:

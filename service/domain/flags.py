@@ -10,8 +10,8 @@ import math
 
 import sqlalchemy as sa
 
-from sdk.evaluation import validate_targeting
-from sdk.evaluation.validation import variations_errors
+from pitcrew.evaluation import validate_targeting
+from pitcrew.evaluation.validation import variations_errors
 
 from ..extensions import db
 from ..models import Environment, Experiment, Flag, FlagTargeting, FlagVersion, Segment

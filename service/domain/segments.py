@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 
-from sdk.evaluation.validation import segment_errors
+from pitcrew.evaluation.validation import segment_errors
 
 from ..extensions import db
 from ..models import Environment, Flag, FlagTargeting, Segment

@@ -10,8 +10,8 @@ from flask import Response, current_app, g, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from sdk.evaluation import evaluate
-from sdk.events import exposure_attributes, iso_ts
+from pitcrew.evaluation import evaluate
+from pitcrew.events import exposure_attributes, iso_ts
 
 from .. import ingest, ruleset
 from ..extensions import db

@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from sdk.datasource import _sse_events
-from sdk.transport import (
+from pitcrew.datasource import _sse_events
+from pitcrew.transport import (
     Transport,
     TransportError,
     backoff_delay,
     is_retryable,
     retry_after_seconds,
 )
-from tests.sdk_support import StubService, bool_flag, ruleset, stub_client, wait_for
+from tests.sdk.support import StubService, bool_flag, ruleset, stub_client, wait_for
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_bad_config_responses_keep_the_last_ruleset(stub, bad):
 
 def test_rejected_sdk_key_is_logged_once(stub, caplog):
     with caplog.at_level(logging.WARNING, logger="pitcrew"):
-        from sdk import Client
+        from pitcrew import Client
 
         client = Client(stub.url, "wrong-key", poll_interval=0.05, events=False)
         time.sleep(0.4)

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from sdk import Client, EvaluationResult, Reason
-from sdk.store import read_cache
-from tests.sdk_support import (
+from pitcrew import Client, EvaluationResult, Reason
+from pitcrew.store import read_cache
+from tests.sdk.support import (
     StubService,
     bool_flag,
     experiment_ruleset,
@@ -208,7 +208,7 @@ def test_corrupt_cache_file_is_ignored(tmp_path, caplog):
 
 
 def test_cache_newer_than_bootstrap_wins(tmp_path):
-    from sdk.store import write_cache
+    from pitcrew.store import write_cache
 
     path = str(tmp_path / "c.json")
     write_cache(path, json.dumps(ruleset([bool_flag("f", off="off", enabled=False)], version=9)).encode(),

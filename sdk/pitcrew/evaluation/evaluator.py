@@ -1,7 +1,7 @@
 """evaluate(compiled, flag_key, context, default) -> EvaluationResult (SPEC section 3).
 
 The per-flag logic (prerequisites, targets, rules, fallthrough) is compiled into
-a closure by :mod:`sdk.evaluation.compiler`; this module holds the result type
+a closure by :mod:`pitcrew.evaluation.compiler`; this module holds the result type
 and the entry point, which never raises.
 """
 

@@ -1,6 +1,6 @@
 """Pitcrew Python SDK: local flag evaluation and event reporting (stdlib only).
 
-    from sdk import Client
+    from pitcrew import Client
 
     client = Client("https://flags.example.com", "pc_sdk_...")
     if client.enabled("new-checkout", {"id": "user-1", "country": "DE"}):
@@ -14,6 +14,6 @@ gunicorn and OpenFeature usage.
 from .client import Client
 from .evaluation import CompiledRuleset, EvaluationResult, InvalidRuleset, Reason
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Client", "CompiledRuleset", "EvaluationResult", "InvalidRuleset", "Reason", "__version__"]

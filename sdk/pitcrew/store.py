@@ -1,7 +1,7 @@
 """The SDK's data store: the current compiled ruleset, swapped atomically, plus the disk cache.
 
 Readers (every ``variation()`` call) read :attr:`RulesetStore.compiled`, one
-attribute holding an immutable :class:`~sdk.evaluation.CompiledRuleset`:
+attribute holding an immutable :class:`~pitcrew.evaluation.CompiledRuleset`:
 compiling happens before the swap, so a reader sees either the old ruleset or
 the new one, never half of an update, and never takes a lock.
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from service.extensions import db
 from service.models import AuditEntry
 
-from .conftest import make_sdk_key
+from .support import make_sdk_key
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 
@@ -288,7 +288,7 @@ def test_config_etag_304_and_new_etag_after_any_change(editor, sdk):
 
 
 def test_config_body_is_what_the_engine_compiles(editor, sdk):
-    from sdk.evaluation import compile_ruleset, evaluate
+    from pitcrew.evaluation import compile_ruleset, evaluate
 
     create_flag(editor)
     put_targeting(editor, targeting(targets=[{"variation": "off", "values": ["42"]}]))

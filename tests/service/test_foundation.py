@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from service.extensions import db
 from service.models import AuditEntry, Token
 
-from .conftest import make_sdk_key
+from .support import make_sdk_key
 
 
 def audit_count() -> int:

@@ -17,8 +17,8 @@ from openfeature.flag_evaluation import Reason as OFReason  # noqa: E402
 from openfeature.provider import ProviderStatus  # noqa: E402
 from openfeature.track import TrackingEventDetails  # noqa: E402
 
-from sdk.openfeature import PitcrewProvider, to_context  # noqa: E402
-from tests.sdk_support import (  # noqa: E402
+from pitcrew.openfeature import PitcrewProvider, to_context  # noqa: E402
+from tests.sdk.support import (  # noqa: E402
     StubService,
     bool_flag,
     experiment,

@@ -194,7 +194,7 @@ def test_evaluation_counts_are_summed_per_day(sdk):
 
 
 def test_events_of_a_deleted_environment_go_with_it(admin):
-    from .conftest import make_sdk_key
+    from .support import make_sdk_key
 
     admin.post("/api/v1/environments", json={"key": "qa"})
     key = make_sdk_key("qa")

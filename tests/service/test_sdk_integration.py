@@ -13,12 +13,12 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from sdk import Client, Reason
+from pitcrew import Client, Reason
 from service.extensions import db
-from tests.conftest import LiveServer, make_sdk_key
-from tests.sdk_support import ONOFF, FaultProxy, wait_for
+from tests.sdk.support import ONOFF, FaultProxy, wait_for
+from tests.service.support import LiveServer, make_sdk_key
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = "production"
 
 
@@ -224,7 +224,7 @@ def test_sixteen_threads_lose_nothing(live_server, admin, sdk_key):
 
 
 def test_500s_429s_and_lost_responses_deliver_exactly_once(live_server, admin, sdk_key, monkeypatch):
-    from sdk import events as events_module
+    from pitcrew import events as events_module
 
     monkeypatch.setattr(events_module, "RETRY_BASE", 0.1)
     create_flag(admin, "fault-flag")
@@ -292,8 +292,7 @@ def test_restart_while_service_is_down_serves_from_cache_path(own_server, admin,
     own_server.stop()
     script = (
         "import json, sys\n"
-        f"sys.path.insert(0, {ROOT!r})\n"
-        "from sdk import Client\n"
+        "from pitcrew import Client\n"
         f"c = Client({own_server.url!r}, {sdk_key!r}, cache_path={path!r}, events=False)\n"
         "print(json.dumps([c.is_ready(), c.status()['source'],"
         " c.variation('cached-flag', {'id': 'u'}, -1)]))\n"

@@ -1,4 +1,4 @@
-"""Unit tests of the evaluation engine (sdk.evaluation) beyond the conformance file."""
+"""Unit tests of the evaluation engine (pitcrew.evaluation) beyond the conformance file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk.evaluation import (
+from pitcrew.evaluation import (
     CompiledRuleset,
     EvaluationResult,
     InvalidRuleset,
@@ -24,10 +24,10 @@ from sdk.evaluation import (
     validate_segment_rules,
     validate_targeting,
 )
-from sdk.evaluation.bucketing import digest_threshold, threshold
-from sdk.evaluation.operators import parse_instant, parse_semver
+from pitcrew.evaluation.bucketing import digest_threshold, threshold
+from pitcrew.evaluation.operators import parse_instant, parse_semver
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ONOFF = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 
 
@@ -407,7 +407,7 @@ def assignments(compiled, flag_key, units):
 STICKY_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from sdk.evaluation import compile_ruleset, evaluate
+from pitcrew.evaluation import compile_ruleset, evaluate
 rs = json.loads(sys.stdin.read())
 c = compile_ruleset(rs)
 units = [f"unit-{i}" for i in range(3000)]
@@ -428,7 +428,7 @@ def test_stickiness_across_processes():
     for seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         out = subprocess.run(
-            [sys.executable, "-c", STICKY_SCRIPT, str(ROOT)],
+            [sys.executable, "-c", STICKY_SCRIPT, str(ROOT / "sdk")],
             input=json.dumps(rs),
             capture_output=True,
             text=True,
@@ -762,7 +762,7 @@ def test_compiler_uses_validation():
 
 def test_engine_is_stdlib_only_and_never_imports_service():
     code = (
-        "import sys; before = set(sys.modules); import sdk.evaluation; "
+        "import sys; before = set(sys.modules); import pitcrew.evaluation; "
         "new = sorted(m.split('.')[0] for m in set(sys.modules) - before); print(' '.join(new))"
     )
     out = subprocess.run(
@@ -771,4 +771,4 @@ def test_engine_is_stdlib_only_and_never_imports_service():
     top = set(out.stdout.split())
     assert "service" not in top
     stdlib = sys.stdlib_module_names
-    assert {m for m in top if m not in stdlib} <= {"sdk"}, top
+    assert {m for m in top if m not in stdlib} <= {"pitcrew"}, top

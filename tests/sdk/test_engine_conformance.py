@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sdk.evaluation import Reason, bucket, compile_ruleset, evaluate
-from sdk.evaluation.operators import OPS
+from pitcrew.evaluation import Reason, bucket, compile_ruleset, evaluate
+from pitcrew.evaluation.operators import OPS
 
-SPEC_FILE = Path(__file__).parent / "spec" / "evaluation.json"
+SPEC_FILE = Path(__file__).resolve().parents[1] / "spec" / "evaluation.json"
 DOC = json.loads(SPEC_FILE.read_text(encoding="utf-8"))
 CASES = DOC["cases"]
 

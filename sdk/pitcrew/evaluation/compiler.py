@@ -4,10 +4,10 @@ Compile once per ruleset version, evaluate many times. Every flag becomes a
 ``_run(ctx)`` closure over pre-built data: conditions are closures with
 frozensets, compiled regexes and parsed versions/instants; targets are a dict
 unit -> result; rollouts hold a pre-hashed ``salt + "."`` prefix and compare
-digests against byte thresholds (see :mod:`sdk.evaluation.bucketing`); results
+digests against byte thresholds (see :mod:`pitcrew.evaluation.bucketing`); results
 of constant serves are built once and shared.
 
-Content that the service would reject (see :mod:`sdk.evaluation.validation`)
+Content that the service would reject (see :mod:`pitcrew.evaluation.validation`)
 makes only that flag evaluate to the caller's default with reason ERROR:
 a flag without ``targeting``, unknown variations or ops, bad values, a
 referenced segment or a running/stopped experiment that is itself invalid,
@@ -60,7 +60,7 @@ class CompiledFlag:
 
 
 class CompiledRuleset:
-    """An immutable compiled ruleset; pass it to :func:`~sdk.evaluation.evaluate`."""
+    """An immutable compiled ruleset; pass it to :func:`~pitcrew.evaluation.evaluate`."""
 
     __slots__ = ("version", "environment", "_flags", "_experiments")
 

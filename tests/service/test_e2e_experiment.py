@@ -2,7 +2,7 @@
 run an experiment on a simulated population with a known lift; the results
 endpoint finds it, and the CSV export parses and matches the JSON.
 
-Three ``sdk.Client`` instances stand in for three app servers. Each simulated
+Three ``pitcrew.Client`` instances stand in for three app servers. Each simulated
 user is evaluated by one of them (the SDK assigns the variation locally and
 reports the exposure), then converts with probability 20 % (control) or
 30 % (treatment) and, when converting, tracks a purchase with a value. The
@@ -16,11 +16,11 @@ import random
 import pytest
 import sqlalchemy as sa
 
-from sdk import Client
+from pitcrew import Client
 from service.extensions import db
 from service.models import Event
 
-from .conftest import make_sdk_key
+from .support import make_sdk_key
 
 USERS = 3000
 RATES = {"off": 0.20, "on": 0.30}

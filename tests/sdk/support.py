@@ -205,11 +205,13 @@ class StubHandler(BaseHTTPRequestHandler):
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
+        # Recorded before the reply leaves, so a test that saw the client act
+        # on the reply always finds the request here.
+        self.service.requests.append((self.command, self.path, status))
+        self.service.request_times.append((self.path, status, time.monotonic()))
         self.end_headers()
         if body:
             self.wfile.write(body)
-        self.service.requests.append((self.command, self.path, status))
-        self.service.request_times.append((self.path, status, time.monotonic()))
 
     def _scripted(self, script) -> bool:
         try:
@@ -322,7 +324,7 @@ class StubHandler(BaseHTTPRequestHandler):
 
 
 def stub_client(stub, **kw):
-    from sdk import Client
+    from pitcrew import Client
 
     kw.setdefault("flush_interval", 0.2)
     kw.setdefault("poll_interval", 0.2)

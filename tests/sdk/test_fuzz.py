@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdk import Client, EvaluationResult
-from tests.sdk_support import (
+from pitcrew import Client, EvaluationResult
+from tests.sdk.support import (
     StubService,
     bool_flag,
     experiment,
@@ -144,7 +144,7 @@ def provider_env(fuzz_env):
     pytest.importorskip("openfeature")
     from openfeature import api
 
-    from sdk.openfeature import PitcrewProvider
+    from pitcrew.openfeature import PitcrewProvider
 
     _, client = fuzz_env
     provider = PitcrewProvider(client)

@@ -1,10 +1,10 @@
 """The SDK facade: :class:`Client` (SPEC section 5).
 
 Shape (after LaunchDarkly's server SDK): the client owns a data store
-(:mod:`sdk.store`), a data source that fills it (:mod:`sdk.datasource`), the
-evaluation engine (:mod:`sdk.evaluation`) and an event processor
-(:mod:`sdk.events`); each network component has its own
-:class:`~sdk.transport.Transport`. At most two background threads per client:
+(:mod:`pitcrew.store`), a data source that fills it (:mod:`pitcrew.datasource`), the
+evaluation engine (:mod:`pitcrew.evaluation`) and an event processor
+(:mod:`pitcrew.events`); each network component has its own
+:class:`~pitcrew.transport.Transport`. At most two background threads per client:
 ``pitcrew-datasource`` and ``pitcrew-events`` (started lazily).
 
 The evaluation path does no I/O and takes no lock that a background thread
@@ -292,7 +292,7 @@ class Client:
 
     @property
     def ruleset(self):
-        """The current :class:`~sdk.evaluation.CompiledRuleset` (None before the first one)."""
+        """The current :class:`~pitcrew.evaluation.CompiledRuleset` (None before the first one)."""
         return self._compiled
 
     def add_listener(self, fn) -> None:

@@ -1,7 +1,7 @@
 """OpenFeature provider for Pitcrew (optional extra: ``pip install pitcrew[openfeature]``).
 
     from openfeature import api
-    from sdk.openfeature import PitcrewProvider
+    from pitcrew.openfeature import PitcrewProvider
 
     api.set_provider(PitcrewProvider(url="https://flags.example.com", sdk_key="pc_sdk_..."))
     client = api.get_client()
@@ -18,7 +18,7 @@ PREREQUISITE_FAILED stays as is; errors -> ERROR with the error code
 (FLAG_NOT_FOUND, TYPE_MISMATCH, PROVIDER_NOT_READY, INVALID_CONTEXT, GENERAL).
 The variant is the Pitcrew variation key; flag metadata carries the rule id,
 experiment, in_experiment, flag kind and ruleset version. Evaluations record
-exposures exactly like :meth:`sdk.Client.variation`; ``track()`` records an
+exposures exactly like :meth:`pitcrew.Client.variation`; ``track()`` records an
 outcome event.
 """
 
@@ -81,7 +81,7 @@ def to_context(evaluation_context) -> dict | None:
 
 
 class PitcrewProvider(AbstractProvider):
-    """OpenFeature provider backed by a :class:`sdk.Client`.
+    """OpenFeature provider backed by a :class:`pitcrew.Client`.
 
     Pass an existing ``client`` (the provider then never closes it) or the
     ``Client`` arguments (``url``, ``sdk_key``, ...), in which case the

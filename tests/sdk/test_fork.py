@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.sdk_support import StubService, experiment_ruleset, stub_client, wait_for
+from tests.sdk.support import StubService, experiment_ruleset, stub_client, wait_for
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

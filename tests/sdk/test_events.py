@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
-from sdk import Client
-from sdk import events as events_module
-from tests.sdk_support import (
+from pitcrew import Client
+from pitcrew import events as events_module
+from tests.sdk.support import (
     StubService,
     bool_flag,
     experiment,
@@ -337,8 +337,7 @@ def test_concurrent_variation_and_track_lose_nothing(stub):
 def test_interpreter_exit_flushes(stub):
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(events_module.__file__.rsplit('/sdk/', 1)[0])!r})
-        from sdk import Client
+        from pitcrew import Client
         client = Client({stub.url!r}, {stub.sdk_key!r}, flush_interval=60)
         for i in range(7):
             client.track("exit-event", {{"id": f"u{{i}}"}})

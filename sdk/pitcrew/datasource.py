@@ -14,7 +14,7 @@ One daemon thread per client:
   polls on each attempt, so a service or proxy without streaming degrades to
   polling at ``min(poll_interval, STREAM_RETRY_MAX)``.
 
-A fetched ruleset is compiled first and then swapped in (see :mod:`sdk.store`);
+A fetched ruleset is compiled first and then swapped in (see :mod:`pitcrew.store`);
 an invalid one is logged and ignored. Failures never clear the ruleset held,
 and with ``cache_path`` every new ruleset is written to disk atomically.
 """
@@ -44,7 +44,7 @@ INITIAL_RETRY_BASE = 1.0
 
 
 class DataSource:
-    """The background thread that fills a :class:`~sdk.store.RulesetStore`."""
+    """The background thread that fills a :class:`~pitcrew.store.RulesetStore`."""
 
     def __init__(self, transport: Transport, store: RulesetStore, *, poll_interval: float,
                  stream: bool, cache_path: str | None, fingerprint: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sdk.evaluation import (
+from pitcrew.evaluation import (
     EvaluationResult,
     InvalidRuleset,
     Reason,
@@ -14,7 +14,7 @@ from sdk.evaluation import (
     validate_segment_rules,
     validate_targeting,
 )
-from sdk.evaluation.operators import OPS
+from pitcrew.evaluation.operators import OPS
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,0 +1,106 @@
+"""Helpers for the service's tests: an API client over Flask's test client,
+tokens and SDK keys made through the domain, and a real gunicorn server on a
+free loopback port."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from service.domain import Actor
+from service.domain import environments as environment_domain
+from service.domain import tokens as token_domain
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ApiClient:
+    """The Flask test client with a bearer token and JSON by default."""
+
+    def __init__(self, client, token: str | None):
+        self.client = client
+        self.token = token
+
+    def request(self, method, path, *, json=None, headers=None, token=..., **kwargs):
+        headers = dict(headers or {})
+        token = self.token if token is ... else token
+        if token:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        return self.client.open(path, method=method, json=json, headers=headers, **kwargs)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, json=None, **kw):
+        return self.request("POST", path, json=json, **kw)
+
+    def put(self, path, json=None, **kw):
+        return self.request("PUT", path, json=json, **kw)
+
+    def patch(self, path, json=None, **kw):
+        return self.request("PATCH", path, json=json, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
+def make_token(role: str, name: str | None = None) -> str:
+    return token_domain.create_token(Actor("tests"), name or f"{role}-token", role)[1]
+
+
+def make_sdk_key(environment: str = "production") -> str:
+    env = environment_domain.get(environment)
+    return token_domain.create_sdk_key(Actor("tests"), env)[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, database_url: str, extra_env: dict | None = None):
+        self.database_url = database_url
+        self.extra_env = extra_env or {}
+        self.process = None
+        self.port = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, port: int | None = None) -> None:
+        self.port = port or self.port or free_port()
+        env = dict(os.environ, DATABASE_URL=self.database_url, PORT=str(self.port),
+                   WEB_CONCURRENCY="2", GUNICORN_THREADS="8", LOG_LEVEL="WARNING",
+                   STREAM_POLL_INTERVAL="0.1", STREAM_HEARTBEAT="1", TOKEN_TOUCH_INTERVAL="0")
+        env.update(self.extra_env)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "service:create_app()"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("live server did not become ready")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
