@@ -6,12 +6,13 @@ from flask import Flask
 
 from . import auth, config, content, errors, observability
 from .extensions import db, migrate, openapi
+from .web import PitcrewFlask
 
 MIGRATIONS = str(Path(__file__).resolve().parent / "migrations")
 
 
 def create_app(overrides: dict | None = None) -> Flask:
-    app = Flask(__name__, instance_path=str(config.INSTANCE_DIR))
+    app = PitcrewFlask(__name__, instance_path=str(config.INSTANCE_DIR))
     app.config.update(config.from_environment())
     app.config.update(
         API_TITLE="Pitcrew",

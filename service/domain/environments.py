@@ -2,7 +2,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models import Environment
-from . import Actor, audit
+from . import Actor, audit, unit_of_work
 from .errors import Conflict, NotFound
 from .pagination import Page, paginate
 from .versioning import check_version
@@ -35,7 +35,7 @@ def create(actor: Actor, data: dict) -> Environment:
     db.session.add(env)
     db.session.flush()
     audit.record(actor, "create", "environment", env.key, environment=env.key, after=snapshot(env))
-    db.session.commit()
+    unit_of_work.commit()
     return env
 
 
@@ -49,7 +49,7 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
     env.version += 1
     audit.record(actor, "update", "environment", env.key, environment=env.key,
                  before=before, after=snapshot(env))
-    db.session.commit()
+    unit_of_work.commit()
     return env
 
 
@@ -58,7 +58,7 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
     check_version(env.version, if_match)
     audit.record(actor, "delete", "environment", env.key, environment=env.key, before=snapshot(env))
     db.session.delete(env)
-    db.session.commit()
+    unit_of_work.commit()
 
 
 def ensure_defaults() -> list[Environment]:
@@ -73,5 +73,5 @@ def ensure_defaults() -> list[Environment]:
         env = Environment(key=key, name=name, description="")
         db.session.add(env)
         created.append(env)
-    db.session.commit()
+    unit_of_work.commit()
     return created

@@ -29,7 +29,7 @@ from ..extensions import db
 from ..models import Environment, Event, Experiment, Flag
 from ..models.event import EXPOSURE
 from ..models.types import utcnow
-from . import Actor, audit, ruleset_versions
+from . import Actor, audit, ruleset_versions, unit_of_work
 from . import flags as flag_domain
 from . import metrics as metric_domain
 from .environments import get as get_environment
@@ -202,7 +202,7 @@ def _finish(actor: Actor, experiment: Experiment, action: str, before: dict | No
                  before=before, after=snapshot(experiment))
     if was_visible or _visible(experiment):
         ruleset_versions.bump([experiment.environment_id])
-    db.session.commit()
+    unit_of_work.commit()
     return experiment
 
 
@@ -396,7 +396,7 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
     if was_visible:
         ruleset_versions.bump([experiment.environment_id])
     db.session.delete(experiment)
-    db.session.commit()
+    unit_of_work.commit()
 
 
 # ---------------------------------------------------------------- results

@@ -15,7 +15,7 @@ from pitcrew.evaluation.validation import variations_errors
 
 from ..extensions import db
 from ..models import Environment, Experiment, Flag, FlagTargeting, FlagVersion, Segment
-from . import Actor, audit, ruleset_versions
+from . import Actor, audit, ruleset_versions, unit_of_work
 from .diff import json_diff
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
@@ -266,7 +266,7 @@ def create(actor: Actor, data: dict) -> Flag:
     db.session.add(flag)
     _record(actor, flag, "create", before=None, audit_before=None)
     ruleset_versions.bump()
-    db.session.commit()
+    unit_of_work.commit()
     return flag
 
 
@@ -290,7 +290,7 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
             setattr(flag, field, changes[field])
     _record(actor, flag, "update", before=before)
     ruleset_versions.bump()
-    db.session.commit()
+    unit_of_work.commit()
     return flag
 
 
@@ -338,7 +338,7 @@ def archive(actor: Actor, key: str, if_match: int | None = None) -> Flag:
     flag.archived = True
     _record(actor, flag, "archive", before=before)
     ruleset_versions.bump()
-    db.session.commit()
+    unit_of_work.commit()
     return flag
 
 
@@ -375,7 +375,7 @@ def put_targeting(actor: Actor, key: str, environment_key: str, targeting: dict,
     _record(actor, flag, action, before=before, environment=environment.key,
             audit_before=old, audit_after=targeting)
     ruleset_versions.bump([environment.id])
-    db.session.commit()
+    unit_of_work.commit()
     return flag, targeting
 
 
@@ -415,7 +415,7 @@ def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) 
             _store_targeting(flag, environments[env_key], targeting)
     _record(actor, flag, "rollback", before=before, comment=actor.comment or f"Rollback to version {version}")
     ruleset_versions.bump()
-    db.session.commit()
+    unit_of_work.commit()
     return flag
 
 

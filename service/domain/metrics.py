@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models import Experiment, Metric
-from . import Actor, audit
+from . import Actor, audit, unit_of_work
 from .errors import Conflict, NotFound, ValidationFailed
 from .pagination import Page, paginate_tagged
 from .versioning import check_version
@@ -77,7 +77,7 @@ def create(actor: Actor, data: dict) -> Metric:
     db.session.add(metric)
     db.session.flush()
     audit.record(actor, "create", "metric", metric.key, after=snapshot(metric))
-    db.session.commit()
+    unit_of_work.commit()
     return metric
 
 
@@ -93,7 +93,7 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
         setattr(metric, field, value)
     metric.version += 1
     audit.record(actor, "update", "metric", metric.key, before=before, after=snapshot(metric))
-    db.session.commit()
+    unit_of_work.commit()
     return metric
 
 
@@ -115,4 +115,4 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
                        {"key": [f"Used by {', '.join(used)}; remove it from them first."]})
     audit.record(actor, "delete", "metric", metric.key, before=snapshot(metric))
     db.session.delete(metric)
-    db.session.commit()
+    unit_of_work.commit()

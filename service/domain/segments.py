@@ -6,7 +6,7 @@ from pitcrew.evaluation.validation import segment_errors
 
 from ..extensions import db
 from ..models import Environment, Flag, FlagTargeting, Segment
-from . import Actor, audit, ruleset_versions
+from . import Actor, audit, ruleset_versions, unit_of_work
 from .errors import Conflict, NotFound, ValidationFailed
 from .pagination import Page, paginate
 from .versioning import check_version
@@ -61,7 +61,7 @@ def create(actor: Actor, data: dict) -> Segment:
     db.session.flush()
     audit.record(actor, "create", "segment", segment.key, after=snapshot(segment))
     ruleset_versions.bump()
-    db.session.commit()
+    unit_of_work.commit()
     return segment
 
 
@@ -76,7 +76,7 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
     segment.version += 1
     audit.record(actor, "update", "segment", segment.key, before=before, after=snapshot(segment))
     ruleset_versions.bump()
-    db.session.commit()
+    unit_of_work.commit()
     return segment
 
 
@@ -106,4 +106,4 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
     audit.record(actor, "delete", "segment", segment.key, before=snapshot(segment))
     db.session.delete(segment)
     ruleset_versions.bump()
-    db.session.commit()
+    unit_of_work.commit()

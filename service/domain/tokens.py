@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from ..extensions import db
 from ..models import ROLES, Environment, SdkKey, Token
 from ..models.types import utcnow
-from . import Actor, audit
+from . import Actor, audit, unit_of_work
 from .errors import NotFound, ValidationFailed
 from .pagination import Page, paginate
 
@@ -46,7 +46,7 @@ def create_token(actor: Actor, name: str, role: str) -> tuple[Token, str]:
     db.session.add(token)
     db.session.flush()
     audit.record(actor, "create", "token", str(token.id), after=token_snapshot(token))
-    db.session.commit()
+    unit_of_work.commit()
     return token, secret
 
 
@@ -64,7 +64,7 @@ def revoke_token(actor: Actor, token_id: int) -> Token:
     before = token_snapshot(token)
     token.revoked_at = utcnow()
     audit.record(actor, "revoke", "token", str(token.id), before=before, after=token_snapshot(token))
-    db.session.commit()
+    unit_of_work.commit()
     return token
 
 
@@ -103,7 +103,7 @@ def touch(model, row, interval_seconds: int) -> None:
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=interval_seconds):
         db.session.execute(sa.update(model).where(model.id == row.id).values(last_used_at=now))
-        db.session.commit()
+        unit_of_work.commit()
 
 
 def sdk_key_snapshot(key: SdkKey) -> dict:
@@ -118,7 +118,7 @@ def create_sdk_key(actor: Actor, environment: Environment, name: str = "") -> tu
     db.session.flush()
     audit.record(actor, "create", "sdk_key", str(key.id), environment=environment.key,
                  after=sdk_key_snapshot(key))
-    db.session.commit()
+    unit_of_work.commit()
     return key, secret
 
 
@@ -130,5 +130,5 @@ def revoke_sdk_key(actor: Actor, environment: Environment, key_id: int) -> SdkKe
     key.revoked_at = utcnow()
     audit.record(actor, "revoke", "sdk_key", str(key.id), environment=environment.key,
                  before=before, after=sdk_key_snapshot(key))
-    db.session.commit()
+    unit_of_work.commit()
     return key
