@@ -1,4 +1,4 @@
-"""Flask commands: ``export`` and ``apply``.
+"""Flask commands: ``export``, ``apply``, ``import-launchdarkly``.
 
 Registered by service/cli.py. Usage in docs/flags-as-code.md.
 """
@@ -104,5 +104,45 @@ def apply_command(path: str, dry_run: bool, fmt: str | None, as_json: bool, acto
         _print_result(result)
 
 
+def _import_command(name: str, source: str, translate):
+    @click.command(name)
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--environment", "-e", required=True, help=f"{source} environment to translate.")
+    @click.option("--target", default=None, help="Pitcrew environment the document is for (default: the same key).")
+    @click.option("--segments", "segments_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help=f"{source} segments export (see docs/flags-as-code.md).")
+    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="yaml", show_default=True)
+    @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+                  help="Write the document to this file instead of standard output.")
+    @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
+                  help="Also write the translation report as JSON to this file.")
+    @click.option("--strict", is_flag=True, help="Exit with status 2 when anything could not be translated.")
+    def command(path, environment, target, segments_path, fmt, output, report_path, strict):
+        try:
+            source_data = parse(_read_file(path), "json")
+            segments = parse(_read_file(segments_path), "json") if segments_path else None
+            document, report = translate(source_data, environment, target=target, segments=segments)
+        except DomainError as exc:
+            _fail(exc)
+        _write_text(dump(document, fmt), output)
+        if report_path:
+            with open(report_path, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        click.echo(report.text(), err=True)
+        if strict and report.untranslated:
+            sys.exit(2)
+
+    command.help = (f"Translate a {source} export in PATH into a flags-as-code document; "
+                    "print what could not be translated.")
+    return command
+
+
+def import_launchdarkly_command():
+    from ..importers.launchdarkly import translate
+
+    return _import_command("import-launchdarkly", "LaunchDarkly", translate)
+
+
+
 def commands() -> list:
-    return [export_command, apply_command]
+    return [export_command, apply_command, import_launchdarkly_command()]
