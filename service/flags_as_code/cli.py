@@ -1,4 +1,4 @@
-"""Flask commands: ``export``, ``apply``, ``import-launchdarkly``.
+"""Flask commands: ``export``, ``apply``, ``import-launchdarkly``, ``import-unleash``.
 
 Registered by service/cli.py. Usage in docs/flags-as-code.md.
 """
@@ -143,6 +143,12 @@ def import_launchdarkly_command():
     return _import_command("import-launchdarkly", "LaunchDarkly", translate)
 
 
+def import_unleash_command():
+    from ..importers.unleash import translate
+
+    return _import_command("import-unleash", "Unleash", translate)
+
+
 
 def commands() -> list:
-    return [export_command, apply_command, import_launchdarkly_command()]
+    return [export_command, apply_command, import_launchdarkly_command(), import_unleash_command()]
