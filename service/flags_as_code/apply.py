@@ -156,16 +156,6 @@ def _result(plan: dict[str, list[_Item]], environment: Environment, warnings: li
     return result
 
 
-def diff(raw) -> dict:
-    """The diff of a document against the database, without writing (and without the write-time checks)."""
-    document = load(raw)
-    environment = _environment(document["environment"])
-    plan, errors, warnings = _plan(document, environment)
-    if errors:
-        raise ValidationFailed("The document cannot be applied.", errors)
-    return _result(plan, environment, warnings, dry_run=True)
-
-
 # ---------------------------------------------------------------- writing
 
 def _write_targeting(actor: Actor, flag_key: str, environment: Environment, targeting: dict) -> None:

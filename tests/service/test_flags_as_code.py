@@ -431,3 +431,26 @@ def test_apply_validation_error_leaves_cli_session_usable(app, admin, tmp_path):
         apply(ACTOR, json.loads(bad.read_text()))
     assert set(info.value.details) == {"segments.1.rules.0.0.op"}
     assert make_token("viewer")  # the session still works
+
+
+def test_an_environment_requiring_approvals_refuses_targeting_writes_and_changes_nothing(admin):
+    """Environments have no approvals_required column yet: the attribute is set on the loaded row,
+    which apply() gets back from the session, to exercise the one guarded write path."""
+    from service.domain import environments
+    from service.flags_as_code.apply import ChangeRequestRequired
+
+    build_state(admin)
+    document = export_document("production")
+    document["flags"][0]["targeting"]["enabled"] = False
+    document["metrics"].append({"key": "refunds", "event": "refund", "type": "count"})
+    before = counts()
+    production = environments.get("production")  # held: the session's identity map is weak
+    production.approvals_required = 2
+    with pytest.raises(ChangeRequestRequired) as info:
+        apply(ACTOR, document)
+    assert info.value.code == "change_request_required"
+    assert counts() == before
+    production = environments.get("production")
+    production.approvals_required = 2
+    document["flags"][0]["targeting"]["enabled"] = True  # no targeting change: nothing to approve
+    assert apply(ACTOR, document)["summary"]["created"] == 1
