@@ -47,6 +47,9 @@ def list_tokens() -> None:
 
 def init_app(app) -> None:
     from .cli_results import results
+    from .flags_as_code.cli import commands as flags_as_code_commands
 
     app.cli.add_command(tokens)
     app.cli.add_command(results)
+    for command in flags_as_code_commands():
+        app.cli.add_command(command)

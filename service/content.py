@@ -2,11 +2,29 @@
 
 import json
 
-from flask import request
+from flask import current_app, request
 
 from .errors import ApiError
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+JSON_ONLY = frozenset({"application/json"})
+
+
+def accepts(*media_types: str):
+    """Mark a view method as taking request bodies of these media types (default: JSON only)."""
+
+    def decorate(func):
+        func.accepted_media_types = frozenset(media_types)
+        return func
+
+    return decorate
+
+
+def _accepted_media_types() -> frozenset:
+    view = current_app.view_functions.get(request.endpoint)
+    view_class = getattr(view, "view_class", None)
+    method = getattr(view_class, request.method.lower(), None) if view_class else view
+    return getattr(method, "accepted_media_types", JSON_ONLY)
 
 
 def init_app(app) -> None:
@@ -15,9 +33,11 @@ def init_app(app) -> None:
         if request.method not in BODY_METHODS or not request.path.startswith(("/api/", "/sdk/")):
             return
         has_body = (request.content_length or 0) > 0 or request.headers.get("Transfer-Encoding") == "chunked"
-        if has_body and request.mimetype != "application/json":
+        accepted = _accepted_media_types() if request.endpoint else JSON_ONLY
+        if has_body and request.mimetype not in accepted:
             raise ApiError(415, "unsupported_media_type",
-                           f"Request bodies must be application/json, not '{request.mimetype or 'none'}'.")
+                           f"Request bodies must be {' or '.join(sorted(accepted))}, "
+                           f"not '{request.mimetype or 'none'}'.")
 
     @app.before_request
     def _require_valid_unicode():

@@ -1,0 +1,1 @@
+"""Translators from other products' flag exports into the flags-as-code document."""

@@ -1,0 +1,85 @@
+"""The flags-as-code document (docs/flags-as-code.md) and the export/import endpoints' shapes.
+
+The document reuses the resource schemas (variations, targeting, segments,
+metrics), so a document accepts exactly what the resource endpoints accept,
+and refuses unknown fields with their path.
+"""
+
+import marshmallow as ma
+
+from ..flags_as_code.document import FORMATS
+from .common import Key, StrictSchema
+from .flags import DiffEntrySchema, FlagSchema, TargetingSchema
+from .metrics import MetricSchema
+from .segments import SegmentSchema
+
+# Flag types and their expected lifetimes (docs/flags-as-code.md). Flags have
+# no stored type yet: a document carries it and export writes ``release``.
+FLAG_TYPES = ("release", "experiment", "operational", "kill-switch", "permission")
+
+
+class DocumentFlagSchema(FlagSchema):
+    """A flag with its targeting in the document's environment (no version, archived or timestamps)."""
+
+    type = ma.fields.String(load_default="release", validate=ma.validate.OneOf(FLAG_TYPES),
+                            metadata={"description": "Expected lifetime: " + ", ".join(FLAG_TYPES)})
+    targeting = ma.fields.Nested(TargetingSchema, required=True)
+
+
+class DocumentSchema(StrictSchema):
+    version = ma.fields.Integer(required=True, strict=True, validate=ma.validate.Equal(1, error="Must be 1."))
+    environment = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=100))
+    flags = ma.fields.List(ma.fields.Nested(DocumentFlagSchema), load_default=list)
+    segments = ma.fields.List(ma.fields.Nested(SegmentSchema), load_default=list)
+    metrics = ma.fields.List(ma.fields.Nested(MetricSchema), load_default=list)
+
+
+def flatten(messages, path: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested messages as ``{"flags.0.targeting.rules.1.serve": [...]}``."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, inner in messages.items():
+            for p, m in flatten(inner, f"{path}.{key}" if path else str(key)).items():
+                flat.setdefault(p, []).extend(m)
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        flat[path or "_body"] = list(messages)
+    else:
+        flat[path or "_body"] = [str(messages)]
+    return flat
+
+
+class ExportQuerySchema(StrictSchema):
+    environment = Key(required=True)
+    format = ma.fields.String(load_default="yaml", validate=ma.validate.OneOf(FORMATS))
+
+
+class ImportQuerySchema(StrictSchema):
+    dry_run = ma.fields.Boolean(load_default=False, metadata={
+        "description": "true: validate and return the diff, change nothing."})
+
+
+class ResourceDiffSchema(ma.Schema):
+    key = ma.fields.String()
+    status = ma.fields.String(metadata={"description": "created, changed or unchanged"})
+    changes = ma.fields.List(ma.fields.Nested(DiffEntrySchema))
+
+
+class WarningSchema(ma.Schema):
+    path = ma.fields.String()
+    message = ma.fields.String()
+
+
+class SummarySchema(ma.Schema):
+    created = ma.fields.Integer()
+    changed = ma.fields.Integer()
+    unchanged = ma.fields.Integer()
+
+
+class ImportResultSchema(ma.Schema):
+    dry_run = ma.fields.Boolean()
+    environment = ma.fields.String()
+    summary = ma.fields.Nested(SummarySchema)
+    flags = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
+    segments = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
+    metrics = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
+    warnings = ma.fields.List(ma.fields.Nested(WarningSchema))
