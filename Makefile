@@ -20,12 +20,12 @@ $(BIN)/python:
 # Reinstall whenever the declared dependencies change. Serving needs the
 # SDK (the engine) and the service; tests add the test tools and the SDK's
 # OpenFeature extra.
-$(VENV)/.installed-serve: setup.cfg pyproject.toml sdk/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ./sdk -e .
+$(VENV)/.installed-serve: setup.cfg pyproject.toml sdk/pyproject.toml edge/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ./sdk -e ./edge -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-serve
-	$(BIN)/pip install --quiet -e './sdk[openfeature]' -e '.[dev]'
+	$(BIN)/pip install --quiet -e './sdk[openfeature]' -e ./edge -e '.[dev]'
 	touch $@
 
 migrate: $(VENV)/.installed-serve
@@ -47,7 +47,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run_all.py $(BENCH)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check sdk service tests benchmarks
+	$(BIN)/ruff check sdk edge service tests benchmarks
 
 # API fuzzing with schemathesis against a live server (CI runs this).
 fuzz: $(VENV)/.installed-test

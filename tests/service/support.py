@@ -77,7 +77,7 @@ class LiveServer:
         self.port = port or self.port or free_port()
         env = dict(os.environ, DATABASE_URL=self.database_url, PORT=str(self.port),
                    WEB_CONCURRENCY="2", GUNICORN_THREADS="8", LOG_LEVEL="WARNING",
-                   STREAM_POLL_INTERVAL="0.1", STREAM_HEARTBEAT="1", TOKEN_TOUCH_INTERVAL="0")
+                   DELIVERY_POLL_INTERVAL="0.05", STREAM_HEARTBEAT="1", TOKEN_TOUCH_INTERVAL="0")
         env.update(self.extra_env)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.process = subprocess.Popen(
