@@ -45,6 +45,7 @@ def main() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter())
     logging.basicConfig(level=settings.log_level, handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
     limit = raise_fd_limit()
     logging.getLogger("pitcrew.edge").info("edge on %s:%s, upstream %s, fd limit %s",
                                            settings.host, settings.port, settings.upstream, limit)
