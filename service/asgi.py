@@ -77,6 +77,12 @@ def wrap(flask_app: Flask, threads: int = 16):
             newest = protocol.newest_version(if_none_match)
             if newest is not None and newest > current.version:
                 return False
+            if delivery.behind(environment_id):
+                # A sibling worker has announced a newer version: catch up first.
+                await delivery.next_sync(timeout=2.0)
+                current = delivery.rulesets.get(environment_id)
+                if current is None or delivery.behind(environment_id):
+                    return False
             status = await sdk_asgi.serve_config(send, current, if_none_match, rid)
         else:
             if environment_id not in delivery.versions:

@@ -71,6 +71,7 @@ class Delivery:
         self._failing = False
         self._sync_waiters: list[asyncio.Future] = []
         self._waiters_lock = threading.Lock()
+        self.shared = None  # SharedVersions, under gunicorn (see start)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -78,6 +79,12 @@ class Delivery:
         if self._thread is not None:
             return
         self._loop = loop
+        try:
+            from .delivery_shared import SharedVersions
+
+            self.shared = SharedVersions()
+        except OSError as exc:
+            log.warning("delivery: no shared version map (%s); workers may answer 304 a moment late", exc)
         self._thread = threading.Thread(target=self._run, name="pitcrew-delivery", daemon=True)
         self._thread.start()
 
@@ -97,6 +104,14 @@ class Delivery:
         digest = hash_secret(secret)
         entry = self.keys.get(digest)
         return None if entry is None else (digest, entry)
+
+    def behind(self, environment_id: int) -> bool:
+        """Whether a sibling worker has seen a newer version of the environment than this one."""
+        if self.shared is None:
+            return False
+        newest = self.shared.newest(environment_id)
+        held = self.versions.get(environment_id)
+        return newest is not None and held is not None and newest > held
 
     def stream_state(self, digest: str, environment_id: int) -> int | str:
         """The version a stream should announce, or why it must end."""
@@ -190,6 +205,8 @@ class Delivery:
                 except ruleset_cache.EnvironmentGone:
                     continue  # deleted since the first query; the next sync drops it
         db.session.rollback()  # end the read transaction before handing over
+        if self.shared is not None:
+            self.shared.record(versions)  # before any stream of this process announces them
         if keys is not None or rulesets or versions != self.versions:
             done = threading.Event()
 

@@ -21,6 +21,12 @@ control_socket_disable = True
 accesslog = None  # the app logs one JSON line per request itself
 
 
+def on_exit(server):
+    from service.delivery_shared import remove
+
+    remove(os.getpid())  # the workers' shared version map (service/delivery_shared.py)
+
+
 def child_exit(server, worker):
     # Prometheus multiprocess mode: drop a dead worker's live gauges.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
