@@ -89,6 +89,16 @@ async def run(edge_port: int, service_url: str, key: str, token: str, edge_pid: 
             if len(second) >= STREAMS:
                 all_second.set()
 
+    def put(enabled: bool):
+        body = json.dumps({"enabled": enabled, "off_variation": "off", "fallthrough": {"variation": "on"}}).encode()
+        request = urllib.request.Request(f"{service_url}/api/v1/flags/flag-0/environments/production", data=body,
+                                         method="PUT", headers={"Authorization": f"Bearer {token}",
+                                                                "Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).read()
+
+    # A warm-up write before any stream opens: the measured flip is not the service's first.
+    await loop.run_in_executor(None, put, True)
+    await asyncio.sleep(1)
     before = rss_kib(edge_pid)
     clients = []
     opened_at = time.monotonic()
@@ -108,13 +118,9 @@ async def run(edge_port: int, service_url: str, key: str, token: str, edge_pid: 
     await asyncio.sleep(2)  # settle
     after = rss_kib(edge_pid)
 
-    body = json.dumps({"enabled": False, "off_variation": "off", "fallthrough": {"variation": "on"}}).encode()
-    put = urllib.request.Request(f"{service_url}/api/v1/flags/flag-0/environments/production", data=body,
-                                 method="PUT", headers={"Authorization": f"Bearer {token}",
-                                                        "Content-Type": "application/json"})
     state["flip"] = True
     flipped = time.monotonic()
-    await loop.run_in_executor(None, lambda: urllib.request.urlopen(put, timeout=10).read())
+    await loop.run_in_executor(None, put, False)
     try:
         await asyncio.wait_for(all_second.wait(), 10)
     except TimeoutError:
