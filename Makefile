@@ -2,16 +2,20 @@
 #   make serve   create .venv, install, migrate the SQLite database, print a
 #                development admin token, serve on http://127.0.0.1:8000
 #   make test    create .venv, install, run the whole test suite
+# and, optionally, in front of the service:
+#   make edge    the edge (docs/delivery.md) on http://127.0.0.1:8001
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+EDGE_PORT ?= 8001
+PITCREW_UPSTREAM ?= http://127.0.0.1:$(PORT)
 INSTANCE := instance
 PYTEST_ARGS ?=
 
 export FLASK_APP := service
 
-.PHONY: serve test bench lint migrate fuzz clean
+.PHONY: serve edge test bench lint migrate fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +24,12 @@ $(BIN)/python:
 # Reinstall whenever the declared dependencies change. Serving needs the
 # SDK (the engine) and the service; tests add the test tools and the SDK's
 # OpenFeature extra.
-$(VENV)/.installed-serve: setup.cfg pyproject.toml sdk/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ./sdk -e .
+$(VENV)/.installed-serve: setup.cfg pyproject.toml sdk/pyproject.toml edge/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ./sdk -e ./edge -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-serve
-	$(BIN)/pip install --quiet -e './sdk[openfeature]' -e '.[dev]'
+	$(BIN)/pip install --quiet -e './sdk[openfeature]' -e ./edge -e '.[dev]'
 	touch $@
 
 migrate: $(VENV)/.installed-serve
@@ -39,15 +43,22 @@ serve: migrate
 	PROMETHEUS_MULTIPROC_DIR=$(INSTANCE)/prometheus PORT=$(PORT) \
 		$(BIN)/gunicorn -c python:service.gunicorn_conf 'service:create_app()'
 
+# The edge: SDKs point at it exactly as at the service (docs/delivery.md).
+edge: $(VENV)/.installed-serve
+	EDGE_PORT=$(EDGE_PORT) PITCREW_UPSTREAM=$(PITCREW_UPSTREAM) $(BIN)/python -m pitcrew_edge
+
 test: $(VENV)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null))) || \
+		echo "wrk not installed: HTTP benchmarks fall back to a Python load generator"
 	$(BIN)/python benchmarks/run_all.py $(BENCH)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check sdk service tests benchmarks
+	$(BIN)/ruff check sdk edge service tests benchmarks
 
 # API fuzzing with schemathesis against a live server (CI runs this).
 fuzz: $(VENV)/.installed-test

@@ -1,15 +1,18 @@
-"""GET /sdk/v1/config throughput under gunicorn, for 304 and 200 responses.
+"""GET /sdk/v1/config throughput of the service and of the edge, for 304 and 200.
 
 Run: .venv/bin/python benchmarks/bench_config.py   (part of `make bench`)
 
-Starts the real service (gunicorn, gthread, WEB_CONCURRENCY workers) on a
-free loopback port with a throw-away SQLite database (or BENCH_DATABASE_URL)
-holding BENCH_FLAGS flags, then drives it with wrk when installed (Debian
-package `wrk`), else with a Python keep-alive load script. The baseline in
-the same run is GET /healthz (the smallest route: auth-free, no database),
-so the ratio says what the ruleset path costs on top of Flask itself.
-The load generator shares the 2 cores with the server: figures are lower
-bounds of what the service does on a machine of its own.
+Starts the real service (gunicorn with service/gunicorn_conf.py: 2 asyncio
+workers, Flask in a thread pool) on a free loopback port with a throw-away
+SQLite database (or BENCH_DATABASE_URL) holding BENCH_FLAGS flags, and one
+edge process (python -m pitcrew_edge) in front of it, then drives each with
+wrk when installed (Debian package `wrk`), else with a Python keep-alive
+load script. The baseline in the same run is the service's GET /healthz
+(auth-free, no database, through Flask), so the ratios say what each path
+costs next to the service's cheapest route. Goals (docs/delivery.md): the
+service's 304 >= 0.8x its /healthz; the edge's 304 >= 5x the service's
+/healthz and >= 10,000 req/s. The load generator shares the 2 cores with
+the servers: figures are lower bounds.
 """
 
 import http.client
@@ -58,6 +61,12 @@ with app.app_context():
     return json.loads(out.stdout.strip().splitlines()[-1])["key"], ""
 
 
+def admin_token(env: dict) -> str:
+    bin_dir = Path(sys.executable).parent
+    return subprocess.run([bin_dir / "flask", "tokens", "create", "--role", "admin", "--name", "bench"], cwd=ROOT,
+                          env=env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+
+
 def _python_worker(port, path, headers, deadline, queue):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     count = 0
@@ -93,7 +102,7 @@ def load(port: int, path: str, headers: dict) -> tuple[float, str]:
 
 
 def main() -> None:
-    from tests.conftest import LiveServer
+    from tests.service.support import EdgeServer, LiveServer
 
     with tempfile.TemporaryDirectory() as tmp:
         database_url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.db"
@@ -124,13 +133,31 @@ def main() -> None:
             base = rps
             rps, _ = load(server.port, "/sdk/v1/config", {**auth, "If-None-Match": etag})
             rows.append(("GET /sdk/v1/config -> 304", rps, 0))
-            rps, _ = load(server.port, "/sdk/v1/config", auth)
-            rows.append((f"GET /sdk/v1/config -> 200 ({FLAGS} flags)", rps, len(body)))
+            rps, _ = load(server.port, "/sdk/v1/config", {**auth, "If-None-Match": '"1"'})
+            rows.append((f"GET /sdk/v1/config -> 200, stale ETag ({FLAGS} flags)", rps, len(body)))
+            edge = EdgeServer(server.url, {"LOG_LEVEL": "ERROR"})
+            edge.start()
+            try:
+                for _ in range(50):  # the edge has validated the key and holds the ruleset
+                    conn = http.client.HTTPConnection("127.0.0.1", edge.port)
+                    conn.request("GET", "/sdk/v1/config", headers={**auth, "If-None-Match": etag})
+                    response = conn.getresponse()
+                    response.read()
+                    if response.status == 304:
+                        break
+                    time.sleep(0.1)
+                rps, _ = load(edge.port, "/sdk/v1/config", {**auth, "If-None-Match": etag})
+                rows.append(("edge: GET /sdk/v1/config -> 304", rps, 0))
+                rps, _ = load(edge.port, "/sdk/v1/config", auth)
+                rows.append((f"edge: GET /sdk/v1/config -> 200 ({FLAGS} flags)", rps, len(body)))
+            finally:
+                edge.stop()
         finally:
             server.stop()
     db_kind = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-    print(f"\n### /sdk/v1/config under gunicorn ({db_kind}, 2 workers x 8 threads, load: {tool}, {DURATION:.0f}s each)\n")
-    print("| request | requests/s | x baseline | body bytes |")
+    print(f"\n### /sdk/v1/config: service (gunicorn, 2 asyncio workers, {db_kind}) and one edge process "
+          f"(load: {tool}, {DURATION:.0f}s each)\n")
+    print("| request | requests/s | x service /healthz | body bytes |")
     print("|---|---:|---:|---:|")
     for name, value, size in rows:
         print(f"| {name} | {value:,.0f} | {value / base:.2f} | {size:,} |")

@@ -31,12 +31,18 @@ def from_environment() -> dict:
         # Request bodies above this many bytes get 413 (events batches are
         # limited separately to 1 MiB after decompression).
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
-        # Seconds between database checks of the ruleset version by each
-        # open /sdk/v1/stream connection.
-        "STREAM_POLL_INTERVAL": float(os.environ.get("STREAM_POLL_INTERVAL", "0.5")),
+        # Delivery (docs/delivery.md). Seconds between the per-process
+        # watcher's checks for ruleset and SDK key changes on SQLite (on
+        # PostgreSQL, LISTEN/NOTIFY tells it at once).
+        "DELIVERY_POLL_INTERVAL": float(os.environ.get("DELIVERY_POLL_INTERVAL", "0.05")),
+        # Seconds between full resyncs on PostgreSQL, a safety net behind NOTIFY.
+        "DELIVERY_RESYNC_INTERVAL": float(os.environ.get("DELIVERY_RESYNC_INTERVAL", "5")),
         # Seconds after which an idle stream sends a comment line, so
         # proxies keep the connection open.
         "STREAM_HEARTBEAT": float(os.environ.get("STREAM_HEARTBEAT", "15")),
+        # Open streams per process beyond which /sdk/v1/stream answers 503
+        # with Retry-After (the SDK polls meanwhile).
+        "STREAM_MAX_PER_PROCESS": _int("STREAM_MAX_PER_PROCESS", 10000),
         # Seconds between writes of a token's last_used_at (one write per
         # request would turn every read into a write).
         "TOKEN_TOUCH_INTERVAL": _int("TOKEN_TOUCH_INTERVAL", 60),

@@ -1,9 +1,10 @@
 """Each environment's SDK ruleset: built from the database, cached per process.
 
 The cache is keyed by the environment's ``ruleset_version``, which every
-relevant write bumps in its own transaction. A request costs one indexed
-read of that version; the body is rebuilt (and compiled, for remote
-evaluation) only when the version moved.
+relevant write bumps in its own transaction. The body is rebuilt (and
+compiled, for remote evaluation) only when the version moved. The
+service's delivery watcher (service/delivery.py) builds each new version as
+soon as it learns of it, so SDK requests find it here already.
 """
 
 import json
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from pitcrew.evaluation import CompiledRuleset, compile_ruleset
+from pitcrew_edge import protocol
 
 from .domain.flags import default_targeting
 from .extensions import db
@@ -28,13 +30,17 @@ class Ruleset:
 
     @property
     def etag(self) -> str:
-        return f'"{self.version}"'
+        return protocol.etag(self.version)
 
     @property
     def compiled(self) -> CompiledRuleset:
         if self._compiled is None:
             self._compiled = compile_ruleset(json.loads(self.body))
         return self._compiled
+
+
+class EnvironmentGone(LookupError):
+    """The environment was deleted while its ruleset was being built."""
 
 
 _cache: dict[int, Ruleset] = {}
@@ -66,6 +72,8 @@ def build(environment_id: int, version: int) -> dict:
     """The ruleset document SDKs compile: flags with this environment's targeting,
     segments, running and released experiments, and their layers."""
     environment = db.session.get(Environment, environment_id)
+    if environment is None:
+        raise EnvironmentGone(environment_id)
     targeting = dict(db.session.execute(
         sa.select(FlagTargeting.flag_id, FlagTargeting.targeting)
         .where(FlagTargeting.environment_id == environment_id)).all())

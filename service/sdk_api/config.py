@@ -1,29 +1,31 @@
 """Ruleset delivery: GET /sdk/v1/config (ETag/304), GET /sdk/v1/stream (SSE),
-POST /sdk/v1/evaluate (remote evaluation through the same engine)."""
+POST /sdk/v1/evaluate (remote evaluation through the same engine).
 
-import json
+Under gunicorn the service's asynchronous front (service/asgi.py) answers
+``/config`` and ``/stream`` for known SDK keys from memory, before Flask
+sees them; these views answer the rest (unknown or refused credentials, a
+process that has not synced yet) and document the routes. All of them
+write their ETags, SSE frames and bodies with :mod:`pitcrew_edge.protocol`,
+which the edge uses too (docs/delivery.md).
+"""
+
 import time
 import uuid
 
 import marshmallow as ma
-from flask import Response, current_app, g, request, stream_with_context
+from flask import Response, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from pitcrew.evaluation import evaluate
 from pitcrew.events import exposure_attributes, iso_ts
+from pitcrew_edge import protocol
 
 from .. import ingest, ruleset
-from ..extensions import db
+from ..errors import ApiError
 from ..schemas.common import StrictSchema
 
 blp = Blueprint("sdk", __name__, url_prefix="/sdk/v1", description="For SDKs (SDK key auth).")
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    return header.strip() == "*" or etag in [part.strip().removeprefix("W/") for part in header.split(",")]
 
 
 @blp.route("/config")
@@ -35,7 +37,7 @@ class Config(MethodView):
         """The SDK key's environment ruleset; send If-None-Match for a 304"""
         current = ruleset.current(g.environment_id, g.ruleset_version)
         headers = {"ETag": current.etag, "Cache-Control": "no-cache"}
-        if _etag_matches(request.headers.get("If-None-Match"), current.etag):
+        if protocol.etag_matches(request.headers.get("If-None-Match"), current.etag):
             return Response(status=304, headers=headers)
         return Response(current.body, status=200, mimetype="application/json", headers=headers)
 
@@ -43,34 +45,18 @@ class Config(MethodView):
 @blp.route("/stream")
 class Stream(MethodView):
     @blp.alt_response(200, description="text/event-stream of `config` events carrying the new version.")
+    @blp.alt_response(503, description="This process cannot hold the stream now: poll and retry after Retry-After.")
     def get(self):
-        """Server-Sent Events: a `config` event with the version on connect and on every change"""
-        environment_id = g.environment_id
-        poll = current_app.config["STREAM_POLL_INTERVAL"]
-        heartbeat = current_app.config["STREAM_HEARTBEAT"]
-        db.session.remove()  # hold no connection for the life of the stream
+        """Server-Sent Events: a `config` event with the version on connect and on every change
 
-        @stream_with_context
-        def events():
-            last = None
-            last_sent = time.monotonic()
-            while True:
-                version = ruleset.current_version(environment_id)
-                db.session.remove()
-                if version is None:
-                    yield "event: error\ndata: {\"error\": \"environment deleted\"}\n\n"
-                    return
-                if version != last:
-                    last = version
-                    last_sent = time.monotonic()
-                    yield f"event: config\ndata: {json.dumps({'version': version})}\n\n"
-                elif time.monotonic() - last_sent >= heartbeat:
-                    last_sent = time.monotonic()
-                    yield ": keepalive\n\n"
-                time.sleep(poll)
-
-        return Response(events(), mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        Streams are held on the event loop of the service's asynchronous
+        worker (service/asgi.py), never on a request thread. This view is
+        reached only when that worker could not take the stream (a key
+        created a moment ago, a process still starting, or a plain WSGI
+        server): the SDK then polls /config and retries the stream.
+        """
+        raise ApiError(503, "unavailable", "This process cannot hold a stream right now; "
+                       "poll /sdk/v1/config and retry the stream.", headers={"Retry-After": "1"})
 
 
 class EvaluateRequestSchema(StrictSchema):
@@ -104,7 +90,8 @@ class Evaluate(MethodView):
         exposures = remote_exposures(g.environment_id, compiled, data["context"], results.values())
         if exposures:
             ingest.ingest({"events": exposures}, g.environment_id)
-        return {"flags": {key: result.to_dict() for key, result in results.items()}}
+        # The edge writes the same bytes with the same function (docs/delivery.md).
+        return Response(protocol.evaluate_body(results), mimetype="application/json")
 
 
 # Exposure ids derive from (environment, experiment, unit, variation), so

@@ -63,6 +63,9 @@ def free_port() -> int:
 
 
 class LiveServer:
+    """The service as production runs it: gunicorn with service/gunicorn_conf.py
+    (the asyncio worker, Flask in a thread pool), on a free loopback port."""
+
     def __init__(self, database_url: str, extra_env: dict | None = None):
         self.database_url = database_url
         self.extra_env = extra_env or {}
@@ -77,7 +80,7 @@ class LiveServer:
         self.port = port or self.port or free_port()
         env = dict(os.environ, DATABASE_URL=self.database_url, PORT=str(self.port),
                    WEB_CONCURRENCY="2", GUNICORN_THREADS="8", LOG_LEVEL="WARNING",
-                   STREAM_POLL_INTERVAL="0.1", STREAM_HEARTBEAT="1", TOKEN_TOUCH_INTERVAL="0")
+                   DELIVERY_POLL_INTERVAL="0.05", STREAM_HEARTBEAT="1", TOKEN_TOUCH_INTERVAL="0")
         env.update(self.extra_env)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.process = subprocess.Popen(
@@ -96,11 +99,59 @@ class LiveServer:
         raise RuntimeError("live server did not become ready")
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
+        _stop(self.process)
+        self.process = None
+
+
+def _stop(process) -> None:
+    if process is not None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class EdgeServer:
+    """A real edge process (``python -m pitcrew_edge``, what ``make edge`` runs)
+    in front of ``upstream``, on a free loopback port."""
+
+    def __init__(self, upstream: str, extra_env: dict | None = None):
+        self.upstream = upstream
+        self.extra_env = extra_env or {}
+        self.process = None
+        self.port = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, port: int | None = None) -> None:
+        self.port = port or self.port or free_port()
+        env = dict(os.environ, EDGE_PORT=str(self.port), PITCREW_UPSTREAM=self.upstream, LOG_LEVEL="WARNING",
+                   EDGE_KEY_REVALIDATE="0.5", EDGE_STREAM_HEARTBEAT="1")
+        env.update(self.extra_env)
+        self.process = subprocess.Popen([sys.executable, "-m", "pitcrew_edge"], cwd=ROOT, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
             try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("edge did not start")
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed, nothing said goodbye."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
             self.process = None
