@@ -21,10 +21,9 @@ bp = Blueprint("console", __name__, template_folder="templates", static_folder="
                static_url_path="/console/static")
 
 
+from . import session, views  # noqa: E402,F401  (hooks and routes register on bp when imported)
+
+
 def init_app(app) -> None:
-    from . import session
-
-    session.init_app(app, bp)
-    from . import views  # noqa: F401  (registers the routes on bp)
-
+    session.init_app(app)
     app.register_blueprint(bp)

@@ -33,6 +33,7 @@ from ..domain import tokens as token_domain
 from ..domain.errors import DomainError
 from ..extensions import db
 from ..models import Token
+from . import bp
 
 csrf = CSRFProtect()
 PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
@@ -117,14 +118,13 @@ def error_page(status: int, title: str, message: str, details: dict | None = Non
     return render_template("console/error.html", title=title, message=message, details=details or {}), status
 
 
-def init_app(app, bp) -> None:
+def init_app(app) -> None:
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # checked for console POSTs below
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid as long as the session
-    app.config.setdefault("SESSION_COOKIE_NAME", "pitcrew_session")
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config["SESSION_COOKIE_NAME"] = "pitcrew_session"
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME",
-                          timedelta(hours=app.config.get("CONSOLE_SESSION_HOURS", 12)))
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config.get("CONSOLE_SESSION_HOURS", 12))
     app.session_interface = ConsoleSessionInterface()
     csrf.init_app(app)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
@@ -133,55 +133,64 @@ def init_app(app, bp) -> None:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
-    @bp.before_request
-    def _authenticate():
-        if request.endpoint == "console.static":
-            return None
-        if request.method == "POST":
-            csrf.protect()
-        if request.endpoint in PUBLIC_ENDPOINTS:
-            return None
-        user = _load_user()
-        if user is None:
-            ended = "tid" in session
-            session.clear()
-            target = request.full_path.rstrip("?") if request.method == "GET" else None
-            return redirect(url_for("console.login", next=target, ended=1 if ended else None), 303)
-        g.console_user = user
-        g.token = user  # the request log names the actor
-        needed = _required_role()
-        if RANK[user.role] < RANK[needed]:
-            return error_page(403, "Not allowed", f"This needs the '{needed}' role; your token has '{user.role}'.")
+
+@bp.before_request
+def _authenticate():
+    # Per-request state only (an app context can outlive one request, e.g. under the test client).
+    for name in ("console_user", "csrf_token"):
+        g.pop(name, None)
+    if request.endpoint == "console.static":
         return None
+    if request.method == "POST":
+        csrf.protect()
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    user = _load_user()
+    if user is None:
+        ended = "tid" in session
+        session.clear()
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
+        return redirect(url_for("console.login", next=target, ended=1 if ended else None), 303)
+    g.console_user = user
+    g.token = user  # the request log names the actor
+    needed = _required_role()
+    if RANK[user.role] < RANK[needed]:
+        return error_page(403, "Not allowed", f"This needs the '{needed}' role; your token has '{user.role}'.")
+    return None
 
-    @bp.after_request
-    def _headers(response):
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "same-origin"
-        if request.endpoint != "console.static":
-            response.headers["Cache-Control"] = "no-store"
-        return response
 
-    @bp.errorhandler(CSRFError)
-    def _csrf_failed(error):
-        return error_page(400, "Form expired or forged",
-                          "The form's security token is missing or invalid, so nothing was changed. "
-                          "Reload the page and try again.")
+@bp.after_request
+def _headers(response):
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.endpoint != "console.static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
-    @bp.errorhandler(DomainError)
-    def _domain_error(error):
-        db.session.rollback()
-        return error_page(DOMAIN_STATUS.get(error.code, 400), "Cannot do that", error.message, error.details)
 
-    @bp.errorhandler(404)
-    def _not_found(error):
-        return error_page(404, "Not found", "There is nothing at this address.")
+@bp.errorhandler(CSRFError)
+def _csrf_failed(error):
+    return error_page(400, "Form expired or forged",
+                      "The form's security token is missing or invalid, so nothing was changed. "
+                      "Reload the page and try again.")
 
-    @bp.context_processor
-    def _globals():
-        from . import nav
 
-        user = current_user()
-        return {"user": user, "can": can, "nav_items": nav.visible(user.role) if user else []}
+@bp.errorhandler(DomainError)
+def _domain_error(error):
+    db.session.rollback()
+    return error_page(DOMAIN_STATUS.get(error.code, 400), "Cannot do that", error.message, error.details)
+
+
+@bp.errorhandler(404)
+def _not_found(error):
+    return error_page(404, "Not found", "There is nothing at this address.")
+
+
+@bp.context_processor
+def _globals():
+    from . import nav
+
+    user = current_user()
+    return {"user": user, "can": can, "nav_items": nav.visible(user.role) if user else []}

@@ -254,12 +254,12 @@ def _parse_serve(data: dict | None, variation_keys: list[str]) -> dict:
     if kind == "rollout":
         rollout = data.get("rollout") or {}
         weights = []
-        for pair in rollout.get("weights") or []:
-            if not isinstance(pair, dict):
+        for pair in rollout.get("weights") or []:  # fields .N.0 (variation) and .N.1 (percent)
+            if not isinstance(pair, list) or len(pair) != 2:
                 continue
-            share = number(pair.get("1"))
+            share = number(pair[1])
             bps = round(share * 100) if isinstance(share, float | int) else (share if share is not None else 0)
-            weights.append([pair.get("0") or "", bps])
+            weights.append([pair[0] or "", bps])
         out = {"weights": weights}
         if (rollout.get("bucket_by") or "").strip():
             out["bucket_by"] = rollout["bucket_by"].strip()

@@ -26,7 +26,7 @@ def _clean(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if not (k == "name" and v is None)}
 
 
-@bp.route("/metrics", methods=["GET", "POST"])
+@bp.route("/experiment-metrics", methods=["GET", "POST"])
 def metrics():
     errors, status = FieldErrors(), 200
     new = {"key": "", "type": "conversion", "direction": "increase"}
@@ -43,7 +43,7 @@ def metrics():
                            new=new, errors=errors, types=TYPES, directions=DIRECTIONS, tag=tag), status
 
 
-@bp.route("/metrics/<key>", methods=["GET", "POST"])
+@bp.route("/experiment-metrics/<key>", methods=["GET", "POST"])
 def metric(key):
     metric = domain.get(key)
     errors, outcome, status = FieldErrors(), None, 200
