@@ -57,8 +57,14 @@ def _lists(node):
 
 
 def form_items():
-    """(name, value) pairs of the posted form, first value of each name."""
-    return [(key, request.form.get(key)) for key in request.form.keys()]
+    """(name, value) pairs of the posted form, the last value of each name (a checkbox
+    follows its hidden "false" field, so a checked box wins)."""
+    return [(key, request.form.getlist(key)[-1]) for key in request.form.keys()]
+
+
+def checked(name: str) -> bool:
+    """A checkbox rendered by the ``checkbox`` macro (hidden "false", then the box)."""
+    return "true" in request.form.getlist(name)
 
 
 def lines(text: str | None) -> list[str]:

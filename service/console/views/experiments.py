@@ -13,7 +13,7 @@ from ...domain.experiments import CORRECTIONS, ENGINES, OUTCOMES
 from ...models import STATUSES
 from ...schemas.experiments import ConcludeSchema, ExperimentPatchSchema, ExperimentSchema
 from .. import bp, charts, nav, queries
-from ..forms import FieldErrors, attempt, load, number, version
+from ..forms import FieldErrors, attempt, checked, load, number, version
 from ..session import actor
 
 nav.register("Experiments", "console.experiments", order=30)
@@ -77,7 +77,7 @@ def _choices():
 
 def _analysis_from_form(form) -> dict:
     analysis = {"engine": form.get("engine") or "frequentist", "alpha": number(form.get("alpha")),
-                "sequential": form.get("sequential") == "true", "cuped": form.get("cuped") == "true",
+                "sequential": checked("sequential"), "cuped": checked("cuped"),
                 "correction": form.get("correction") or None}
     mde = number(form.get("target_mde"))
     analysis["target_mde"] = mde / 100 if isinstance(mde, float) else mde
