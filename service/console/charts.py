@@ -35,6 +35,15 @@ def percent(value: float, digits: int = 1) -> str:
     return f"{value * 100:+.{digits}f} %"
 
 
+def tick_format(ticks: Sequence[float], fmt: Callable[[float], str]) -> Callable[[float], str]:
+    """Tick labels as short as the tick step allows (``+50 %`` rather than ``+50.0 %``)."""
+    if fmt is not percent or len(ticks) < 2:
+        return fmt
+    step = abs(ticks[1] - ticks[0]) * 100
+    digits = 0 if step >= 1 else min(3, max(1, -math.floor(math.log10(step))))
+    return lambda v: percent(v, digits)
+
+
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """About ``count`` round values spanning [lo, hi] (1, 2, 2.5, 5 x 10^k steps)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -82,7 +91,7 @@ def _marker(shape: str, x: float, y: float, color: str, size: float = 5.5) -> st
 
 def _open(width: int, height: int, title: str, desc: str, ident: str) -> list[str]:
     return [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-            f'width="100%" role="img" aria-labelledby="{ident}-title {ident}-desc" '
+            f'width="{width}" height="{height}" role="img" aria-labelledby="{ident}-title {ident}-desc" '
             f'font-family="system-ui, sans-serif" font-size="13">',
             f'<title id="{ident}-title">{escape(title)}</title>', f'<desc id="{ident}-desc">{escape(desc)}</desc>']
 
@@ -98,7 +107,7 @@ class ForestRow:
 
 
 def forest_plot(rows: Sequence[ForestRow], *, title: str, x_label: str, ident: str = "forest",
-                fmt: Callable[[float], str] = percent, width: int = 760) -> Markup:
+                fmt: Callable[[float], str] = percent, width: int = 860) -> Markup:
     """Intervals per row on one x axis through zero (e.g. relative lift per variation)."""
     row_h, top, bottom, left, right = 34, 16, 58, 150, 190
     height = top + bottom + row_h * max(1, len(rows))
@@ -107,6 +116,7 @@ def forest_plot(rows: Sequence[ForestRow], *, title: str, x_label: str, ident: s
     pad = (hi - lo) * 0.08 or 0.01
     ticks = nice_ticks(lo - pad, hi + pad)
     x = Scale(ticks[0], ticks[-1], left, width - right)
+    tick_fmt = tick_format(ticks, fmt)
     desc = "; ".join(
         f"{r.label}: {fmt(r.estimate)} ({fmt(r.lo)} to {fmt(r.hi)}) {r.note}".strip()
         if r.estimate is not None and r.lo is not None else f"{r.label}: not computable" for r in rows)
@@ -116,7 +126,7 @@ def forest_plot(rows: Sequence[ForestRow], *, title: str, x_label: str, ident: s
         px = x(t)
         out.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{plot_bottom}" stroke="{GRID}"/>')
         out.append(f'<text x="{px:.1f}" y="{plot_bottom + 18}" text-anchor="middle" fill="{MUTED}">'
-                   f'{escape(fmt(t) if t else "0")}</text>')
+                   f'{escape(tick_fmt(t) if t else "0")}</text>')
     zero = x(0.0)
     out.append(f'<line x1="{zero:.1f}" y1="{top - 6}" x2="{zero:.1f}" y2="{plot_bottom}" stroke="{INK}" '
                f'stroke-width="1.5"/>')
@@ -149,9 +159,9 @@ class Series:
 
 def interval_series(x_labels: Sequence[str], series: Sequence[Series], *, title: str, y_label: str,
                     x_label: str, ident: str = "series", fmt: Callable[[float], str] = percent,
-                    width: int = 760, height: int = 320) -> Markup:
+                    width: int = 860, height: int = 320) -> Markup:
     """Estimate lines with interval bands over ordinal x positions (e.g. cumulative lift per day)."""
-    left, right, top, bottom = 86, 24, 16, 70
+    left, right, top, bottom = 100, 24, 16, 70
     legend_h = 22 * len(series)
     height = height + legend_h
     plot_bottom = height - bottom - legend_h
@@ -162,6 +172,7 @@ def interval_series(x_labels: Sequence[str], series: Sequence[Series], *, title:
     n = max(1, len(x_labels) - 1)
     x = Scale(0, n, left, width - right)
     y = Scale(ticks[0], ticks[-1], plot_bottom, top)
+    tick_fmt = tick_format(ticks, fmt)
     last = [s.points[-1] for s in series if s.points]
     desc = "; ".join(f"{s.label} on {x_labels[p[0]]}: {fmt(p[1])}" + (f" ({fmt(p[2])} to {fmt(p[3])})" if p[2] is not None else "")
                      for s, p in zip(series, last, strict=False) if p[1] is not None) or "No data yet."
@@ -170,7 +181,7 @@ def interval_series(x_labels: Sequence[str], series: Sequence[Series], *, title:
         py = y(t)
         out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="{GRID}"/>')
         out.append(f'<text x="{left - 8}" y="{py + 4:.1f}" text-anchor="end" fill="{MUTED}">'
-                   f'{escape(fmt(t) if t else "0")}</text>')
+                   f'{escape(tick_fmt(t) if t else "0")}</text>')
     every = max(1, math.ceil(len(x_labels) / 8))
     for i, label in enumerate(x_labels):
         if i % every == 0 or i == len(x_labels) - 1:
@@ -181,7 +192,7 @@ def interval_series(x_labels: Sequence[str], series: Sequence[Series], *, title:
     out.append(f'<text x="{(left + width - right) / 2:.1f}" y="{plot_bottom + 42}" text-anchor="middle" '
                f'fill="{INK}" font-weight="600">{escape(x_label)}</text>')
     mid = (top + plot_bottom) / 2
-    out.append(f'<text transform="translate(18 {mid:.1f}) rotate(-90)" text-anchor="middle" fill="{INK}" '
+    out.append(f'<text transform="translate(16 {mid:.1f}) rotate(-90)" text-anchor="middle" fill="{INK}" '
                f'font-weight="600">{escape(y_label)}</text>')
     for k, s in enumerate(series):
         color, dash, shape = PALETTE[k % len(PALETTE)], DASHES[k % len(DASHES)], SHAPES[k % len(SHAPES)]

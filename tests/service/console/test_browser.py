@@ -181,6 +181,7 @@ def test_flag_created_targeted_and_turned_on_reaches_the_sdk_config(session, liv
     assert page.get_by_role("link", name="new-checkout").is_visible()
     assert_accessible_basics(page)
     shot(page, "flags")
+    page.screenshot(path=str(SHOTS / "readme-flags.jpg"), type="jpeg", quality=80)
     # The same list on a tablet, portrait.
     page.set_viewport_size({"width": 820, "height": 1180})
     page.reload()
@@ -315,6 +316,7 @@ def test_experiment_created_started_and_read_in_the_console(session, live_server
     assert "control" in html and "Download CSV" in html
     assert_accessible_basics(page)
     shot(page, "experiment")
+    page.locator("#results").screenshot(path=str(SHOTS / "readme-results.jpg"), type="jpeg", quality=80)
     page.set_viewport_size({"width": 820, "height": 1180})
     page.reload()
     assert_accessible_basics(page)
