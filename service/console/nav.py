@@ -28,6 +28,8 @@ class NavItem:
     @property
     def is_active(self) -> bool:
         prefix = self.active or self.url
+        if prefix == "/":
+            return request.path == "/"
         return request.path == prefix or request.path.startswith(prefix.rstrip("/") + "/")
 
 

@@ -175,12 +175,18 @@ def _experiment_page(key: str, *, errors: FieldErrors | None = None, outcome=Non
             series = domain.timeseries(key)
             series_chart = _timeseries_chart(series, data["control"]) if series["days"] else None
     flag = flag_domain.get(data["flag"])
+    _, targeting = flag_domain.get_targeting(data["flag"], data["environment"])
+    audience = [rule for rule in targeting.get("rules") or []
+                if (rule.get("serve") or {}).get("experiment") == key]
+    if (targeting.get("fallthrough") or {}).get("experiment") == key:
+        audience.append({"id": "default rule", "conditions": []})
     return render_template(
         "console/experiments/experiment.html", title=f"Experiment {key}", e=data, results=results,
         series=series, series_chart=series_chart, forest_plots=forest_plots, roles=roles, dimension=dimension,
         errors=errors or FieldErrors(), outcome=outcome, metrics=metrics, engines=ENGINES, corrections=CORRECTIONS,
         outcomes=OUTCOMES, fmt_value=fmt_value, fmt_lift=fmt_lift, fmt_p=fmt_p, flag=flag,
-        form_version=form_version or data["version"]), status
+        form_version=form_version or data["version"], audience=audience, flag_on=bool(targeting.get("enabled"))), \
+        status
 
 
 @bp.get("/experiments/<key>")

@@ -8,7 +8,7 @@ from ...domain import tokens as token_domain
 from .. import bp, nav
 from ..session import safe_next, sign_in
 
-nav.register("Home", "console.home", order=0, active="/__home__")
+nav.register("Home", "console.home", order=0)
 
 
 @bp.get("/")

@@ -257,6 +257,15 @@ def test_targeting_editor_adds_a_rule_with_a_rollout_and_maps_errors_to_fields(c
         "serve": {"rollout": {"weights": [["on", 3000], ["off", 7000]]}}}]
 
 
+def test_checkbox_fields_read_the_box_after_its_hidden_default(console, flag):
+    console.get("/flags/checkout/targeting/production")
+    response = console.post("/flags/checkout/targeting/production", {
+        "version": Console.version(console.page), "enabled": ["false", "true"], "off_variation": "off",
+        "fallthrough.kind": "variation", "fallthrough.variation": "on", "action": "save"})
+    assert response.status_code == 303
+    assert flag_domain.get_targeting("checkout", "production")[1]["enabled"] is True
+
+
 def test_a_stale_edit_is_a_conflict_not_an_overwrite(console, flag, admin):
     console.get("/flags/checkout/targeting/production")
     stale = Console.version(console.page)
@@ -383,6 +392,8 @@ def test_experiment_lifecycle_through_the_console(console, flag, admin):
     assert console.post("/experiments/exp/start", {"version": version}).status_code == 303
     console.get("/experiments/exp")
     assert "Start experiment" not in console.page and "Stop experiment" in console.page
+    assert "rule <code>experiment-exp</code>: every unit that reaches it" in console.page
+    assert "the flag is off there" in console.page
     assert console.page.count("<svg") >= 1 and "Download CSV" in console.page
     version = Console.version(console.page)
     response = console.post("/experiments/exp/conclude", {"version": version, "outcome": "ship",
