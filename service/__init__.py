@@ -49,6 +49,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     for blueprint in ADMIN_BLUEPRINTS + SDK_BLUEPRINTS:
         openapi.register_blueprint(blueprint)
     app.register_blueprint(health)
+    from . import console
+
+    console.init_app(app)  # the web console at / (service/console, docs/console.md)
 
     from . import cli
 

@@ -15,6 +15,37 @@ def _int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def secret_key() -> str:
+    """Flask's SECRET_KEY (signs the console's session cookie): ``PITCREW_SECRET_KEY``, or
+    a random key generated once and kept in ``<instance>/secret-key`` (mode 0600).
+
+    Every gunicorn worker must sign with the same key: the first to start
+    writes the file by linking a complete temporary file into place (atomic,
+    fails if another won the race), the others read the winner's.
+    """
+    configured = os.environ.get("PITCREW_SECRET_KEY")
+    if configured:
+        return configured
+    import secrets
+    import tempfile
+
+    path = INSTANCE_DIR / "secret-key"
+    if not path.exists():
+        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=INSTANCE_DIR, prefix=".secret-key-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+            os.chmod(tmp, 0o600)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
+
+
 def normalise_database_url(url: str) -> str:
     """Make plain PostgreSQL URLs use psycopg 3, the only driver we install."""
     for prefix in ("postgres://", "postgresql://"):
@@ -46,4 +77,11 @@ def from_environment() -> dict:
         # Seconds between writes of a token's last_used_at (one write per
         # request would turn every read into a write).
         "TOKEN_TOUCH_INTERVAL": _int("TOKEN_TOUCH_INTERVAL", 60),
+        # Console (service/console, docs/console.md).
+        "SECRET_KEY": secret_key(),
+        # Hours a console login lasts (the token is re-checked on every request anyway).
+        "CONSOLE_SESSION_HOURS": _int("PITCREW_CONSOLE_SESSION_HOURS", 12),
+        # Reverse proxies in front of the service whose X-Forwarded-Proto/-For/-Host
+        # are trusted (0: none; the session cookie is Secure on HTTPS requests).
+        "TRUSTED_PROXIES": _int("PITCREW_TRUSTED_PROXIES", 0),
     }

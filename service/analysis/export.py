@@ -3,7 +3,8 @@
 Results CSV columns (SPEC section 6, in this order): ``metric, dimension,
 dimension_value, variation, units, value, stddev, abs_estimate, abs_ci_low,
 abs_ci_high, abs_p_value, rel_estimate, rel_ci_low, rel_ci_high,
-rel_p_value, p_value_adjusted, chance_to_beat_control``. Empty cells stand
+rel_p_value, p_value_adjusted, chance_to_beat_control``, then ``risk``
+(Bayesian expected loss). Empty cells stand
 for null (control rows have no lift; frequentist results have no chance to
 beat control); ``dimension`` and ``dimension_value`` are empty on the overall
 rows. Numbers are written with full precision (``repr``), so the CSV parses
@@ -25,7 +26,7 @@ from ..ingest import from_micros
 
 RESULT_COLUMNS = ("metric", "dimension", "dimension_value", "variation", "units", "value", "stddev",
                   "abs_estimate", "abs_ci_low", "abs_ci_high", "abs_p_value", "rel_estimate", "rel_ci_low",
-                  "rel_ci_high", "rel_p_value", "p_value_adjusted", "chance_to_beat_control")
+                  "rel_ci_high", "rel_p_value", "p_value_adjusted", "chance_to_beat_control", "risk")
 
 
 def _cell(value) -> str:
@@ -49,7 +50,7 @@ def result_rows(results: dict) -> Iterator[list]:
             yield [entry["metric"], dimension["name"] if dimension else None,
                    dimension["value"] if dimension else None, v["variation"], v["units"], v["value"], v["stddev"],
                    *_test_cells(v["absolute"]), *_test_cells(v["relative"]),
-                   v["p_value_adjusted"], v["chance_to_beat_control"]]
+                   v["p_value_adjusted"], v["chance_to_beat_control"], v["risk"]]
 
 
 def results_csv(results: dict) -> str:

@@ -24,17 +24,25 @@ Choices where SPEC is silent (documented in the README too):
   is null for control and for the frequentist engine;
 * with ``dimension=``, the overall entries come first, then one entry per
   (metric, dimension value); a unit's dimension value is that of its first
-  exposure (null when it did not record one).
+  exposure (null when it did not record one);
+* ``control`` and ``primary_metric`` name the experiment's; every metric
+  entry has a ``verdict`` and every treatment a ``verdict``
+  (``decisions.py``, docs/results.md); ``power`` is the primary metric's power
+  block (null without a primary metric), and a ``power`` health check warns
+  when the test cannot yet detect the target MDE with 80 % power.
+
+``timeseries(...)`` is the daily cumulative series of the primary metric
+(``GET /experiments/{key}/results/timeseries``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from ..domain.experiments import analysis_settings, metric_keys
 from ..ingest import to_micros
 from ..models import Experiment, Metric
-from . import queries, stats
+from . import decisions, queries, stats
 
 MIN_UNITS_PER_VARIATION = 100
 MULTIPLE_EXPOSURE_WARNING = 0.01
@@ -116,7 +124,24 @@ def _metric_entry(metric: Metric, dimension, sums: dict, experiment: Experiment,
         entries.append(entry)
     if bayesian and control_risks:
         next(e for e in entries if e["variation"] == control)["risk"] = max(control_risks)
-    return {"metric": metric.key, "type": metric.type, "dimension": dimension, "variations": entries}
+    return {"metric": metric.key, "type": metric.type, "dimension": dimension, "verdict": None,
+            "variations": entries}
+
+
+def _verdicts(entry: dict, metric: Metric, experiment: Experiment, settings: dict) -> None:
+    """Fill the treatments' and the metric's ``verdict`` (after the p-values were adjusted)."""
+    control = next(v for v in entry["variations"] if v["variation"] == experiment.control)
+    found = []
+    for v in entry["variations"]:
+        if v is control:
+            v["verdict"] = None
+            continue
+        v["verdict"] = decisions.variation_verdict(
+            control, v, engine=settings["engine"], alpha=settings["alpha"],
+            chance_to_win=settings.get("chance_to_win") or decisions.DEFAULT_CHANCE_TO_WIN,
+            direction=metric.direction, min_units=MIN_UNITS_PER_VARIATION)
+        found.append(v["verdict"])
+    entry["verdict"] = decisions.metric_verdict(found)
 
 
 def _adjust(entries: list[dict], method: str | None) -> None:
@@ -128,8 +153,12 @@ def _adjust(entries: list[dict], method: str | None) -> None:
         v["p_value_adjusted"] = p
 
 
+def _percent(value) -> str:
+    return "unknown" if value is None else f"{value:.1%}"
+
+
 def _health(experiment: Experiment, units: dict, multiple: int, srm: stats.SrmResult, missing: list[str],
-            settings: dict, metrics: list[Metric]) -> list[dict]:
+            settings: dict, metrics: list[Metric], power: dict | None = None) -> list[dict]:
     checks = []
     total = sum(units.values())
     if srm.flagged:
@@ -161,6 +190,18 @@ def _health(experiment: Experiment, units: dict, multiple: int, srm: stats.SrmRe
                        "message": f"Metrics that do not exist (skipped): {', '.join(missing)}."})
     if not experiment.primary_metric:
         checks.append({"check": "primary_metric", "status": "warning", "message": "No primary metric is set."})
+    if power is not None and total:
+        if power["power"] is not None and power["power"] < decisions.TARGET_POWER:
+            still = power["units_still_needed"]
+            checks.append({"check": "power", "status": "warning", "message": (
+                f"Low power: with {total} units the test has {power['power']:.0%} power to detect a "
+                f"{power['target_mde']:.1%} relative change in {power['metric']}; the smallest change it can "
+                f"detect now (80 % power) is {_percent(power['mde_now'])}"
+                + (f"; about {still} more units are needed." if still else "."))})
+        elif power["power"] is not None:
+            checks.append({"check": "power", "status": "ok", "message": (
+                f"{power['power']:.0%} power to detect a {power['target_mde']:.1%} relative change in "
+                f"{power['metric']}.")})
     if settings["cuped"] and any(m.type == "ratio" for m in metrics):
         checks.append({"check": "cuped", "status": "ok",
                        "message": "CUPED does not apply to ratio metrics; they are analysed unadjusted."})
@@ -211,11 +252,17 @@ def compute(connection, experiment: Experiment, metrics: dict[str, Metric], *, d
                                     settings) for m in chosen]
             _adjust(family, settings["correction"])
             results += family
+    by_key = {m.key: m for m in chosen}
+    for entry in results:
+        _verdicts(entry, by_key[entry["metric"]], experiment, settings)
+    power = _power(experiment, results, units, settings)
 
     return {
         "experiment": experiment.key,
         "status": experiment.status,
-        "computed_at": (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "computed_at": _iso(now),
+        "control": experiment.control,
+        "primary_metric": experiment.primary_metric,
         "engine": settings["engine"],
         "sequential": bool(settings["sequential"]),
         "cuped": bool(settings["cuped"]),
@@ -224,6 +271,68 @@ def compute(connection, experiment: Experiment, metrics: dict[str, Metric], *, d
         "units": units,
         "multiple_exposures": counts.multiple_exposures,
         "srm": {"p_value": srm.p_value, "flagged": srm.flagged},
-        "health": _health(experiment, units, counts.multiple_exposures, srm, missing, settings, chosen),
+        "power": power,
+        "health": _health(experiment, units, counts.multiple_exposures, srm, missing, settings, chosen, power),
         "metrics": results,
     }
+
+
+def _iso(now: datetime | None) -> str:
+    return (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _power(experiment: Experiment, results: list[dict], units: dict, settings: dict) -> dict | None:
+    """The primary metric's power block (``decisions.power_block``), or None without one."""
+    entry = next((e for e in results if e["metric"] == experiment.primary_metric and e["dimension"] is None), None)
+    if entry is None:
+        return None
+    control = next(v for v in entry["variations"] if v["variation"] == experiment.control)
+    return decisions.power_block(
+        metric=entry["metric"], metric_type=entry["type"], control=experiment.control,
+        baseline=control["value"], stddev=control["stddev"], units=units,
+        weights={a["variation"]: a["weight"] for a in experiment.variations}, alpha=settings["alpha"],
+        correction=settings["correction"], target_mde=settings.get("target_mde") or decisions.DEFAULT_TARGET_MDE)
+
+
+def timeseries(connection, experiment: Experiment, metric: Metric, *, now: datetime | None = None,
+               **overrides) -> dict:
+    """Daily cumulative estimates of ``metric`` (the primary one, normally), one point per UTC day.
+
+    Each point is what the results would have said at the end of that day
+    (events up to then, units exposed by then), computed by the same tests
+    with the experiment's settings, unadjusted and uncapped (CUPED needs the
+    pre-period of every unit; caps depend on the final distribution). The
+    SQL returns per-(variation, day) changes of the sufficient statistics
+    (``queries.daily_deltas``); the running sums over days are added here.
+    Frequentist intervals are then fixed-horizon intervals read repeatedly:
+    use ``sequential`` for intervals that stay valid when peeked at daily.
+    """
+    settings = settings_for(experiment, **overrides)
+    settings["cuped"] = False
+    arms = [a["variation"] for a in experiment.variations]
+    scope = scope_of(experiment)
+    spec = metric_spec(metric, settings)
+    counts = queries.unit_counts(connection, scope)
+    deltas = queries.daily_deltas(connection, scope, spec, first_us=counts.first_us)
+    days = sorted({day for _, day in deltas})
+    if days:
+        days = list(range(days[0], days[-1] + 1))  # no gaps: a quiet day is a point too
+    running = {v: queries.MetricSums() for v in arms}
+    points = []
+    for day in days:
+        for v in arms:
+            d = deltas.get((v, day))
+            if d is not None:
+                running[v].add(queries.MetricSums(n=d.n, sum_y=d.sum_y, sum_y2=d.sum_y2, sum_d=d.sum_d,
+                                                  sum_d2=d.sum_d2, sum_yd=d.sum_yd))
+        cumulative = {v: queries.MetricSums(**vars(s)) for v, s in running.items()}
+        entry = _metric_entry(metric, None, cumulative, experiment, settings)
+        _adjust([entry], None)
+        points.append({"date": date.fromordinal(date(1970, 1, 1).toordinal() + day).isoformat(),
+                       "units": {v["variation"]: v["units"] for v in entry["variations"]},
+                       "variations": [{k: v[k] for k in ("variation", "units", "value", "absolute", "relative",
+                                                         "chance_to_beat_control")}
+                                      for v in entry["variations"]]})
+    return {"experiment": experiment.key, "metric": metric.key, "type": metric.type, "computed_at": _iso(now),
+            "engine": settings["engine"], "sequential": bool(settings["sequential"]), "alpha": settings["alpha"],
+            "control": experiment.control, "days": points}

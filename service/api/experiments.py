@@ -13,6 +13,8 @@ from ..schemas.experiments import (
     ExperimentSchema,
     ResultsQuerySchema,
     ResultsSchema,
+    TimeseriesQuerySchema,
+    TimeseriesSchema,
 )
 from .common import etag, if_match
 
@@ -98,6 +100,15 @@ class ExperimentResults(MethodView):
             return Response(results_csv(document), mimetype="text/csv", headers={
                 "Content-Disposition": f'attachment; filename="{key}-results.csv"'})
         return document
+
+
+@blp.route("/<string:key>/results/timeseries")
+class ExperimentResultsTimeseries(MethodView):
+    @blp.arguments(TimeseriesQuerySchema, location="query")
+    @blp.response(200, TimeseriesSchema)
+    def get(self, query, key):
+        """Daily cumulative estimates and intervals of the primary metric (or metric=), per UTC day"""
+        return domain.timeseries(key, **query)
 
 
 @blp.route("/<string:key>/exposures")

@@ -43,7 +43,7 @@ CORRECTIONS = ("holm", "bh")
 OUTCOMES = ("ship", "rollback", "iterate")
 DEFAULT_ANALYSIS = {"engine": "frequentist", "alpha": 0.05, "sequential": False, "sequential_n": 5000,
                     "cuped": False, "cuped_days": 14, "correction": None, "prior_mean": None,
-                    "prior_variance": None}
+                    "prior_variance": None, "target_mde": 0.05, "chance_to_win": 0.95}
 
 # Fields a PATCH may change, by status.
 DRAFT_ONLY = ("variations", "control", "unit", "salt", "layer")
@@ -412,6 +412,21 @@ def results(key: str, *, dimension: str | None = None, metric: str | None = None
         raise ValidationFailed(f"Metric '{metric}' does not exist.", {"metric": ["Unknown metric."]})
     return analysis.compute(db.session.connection(), experiment, metrics, dimension=dimension, metric=metric,
                             **overrides)
+
+
+def timeseries(key: str, *, metric: str | None = None, **overrides) -> dict:
+    """Daily cumulative results of the primary metric (or ``metric``) of experiment ``key``."""
+    from ..analysis import results as analysis
+
+    experiment = get(key)
+    wanted = metric or experiment.primary_metric
+    if not wanted:
+        raise ValidationFailed("The experiment has no primary metric; name one with metric=.",
+                               {"metric": ["Required: the experiment has no primary metric."]})
+    found = metric_domain.get_many([wanted])
+    if wanted not in found:
+        raise ValidationFailed(f"Metric '{wanted}' does not exist.", {"metric": ["Unknown metric."]})
+    return analysis.timeseries(db.session.connection(), experiment, found[wanted], **overrides)
 
 
 def first_exposures(key: str) -> tuple[list[str], object]:

@@ -37,6 +37,11 @@ class AnalysisSchema(StrictSchema):
                                                                            "relative lift (mean)."})
     prior_variance = ma.fields.Float(allow_none=True, validate=ma.validate.Range(min=0, min_inclusive=False),
                                      metadata={"description": "Bayesian: prior variance; null = flat prior."})
+    target_mde = ma.fields.Float(validate=ma.validate.Range(min=0, max=10, min_inclusive=False), metadata={
+        "description": "Relative lift the test should detect (0.05 = 5 %): the results' power block."})
+    chance_to_win = ma.fields.Float(validate=ma.validate.Range(min=0.5, max=1, min_inclusive=False,
+                                                               max_inclusive=False), metadata={
+        "description": "Bayesian: chance to beat control that makes a winner (1 - it: a loser)."})
 
 
 class DecisionSchema(StrictSchema):
@@ -127,6 +132,16 @@ class ResultsQuerySchema(StrictSchema):
     correction = ma.fields.String(validate=ma.validate.OneOf(CORRECTIONS + ("none",)))
 
 
+class TimeseriesQuerySchema(StrictSchema):
+    metric = ma.fields.String(load_default=None, metadata={"description": "Default: the primary metric."})
+    engine = ma.fields.String(validate=ma.validate.OneOf(ENGINES))
+    sequential = ma.fields.Boolean()
+    alpha = ma.fields.Float(validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
+
+
+VERDICTS = ("winner", "loser", "inconclusive", "not_enough_data")
+
+
 class TestSchema(ma.Schema):
     estimate = ma.fields.Float()
     ci = ma.fields.List(ma.fields.Float())
@@ -143,6 +158,7 @@ class VariationResultSchema(ma.Schema):
     p_value_adjusted = ma.fields.Float(allow_none=True)
     chance_to_beat_control = ma.fields.Float(allow_none=True)
     risk = ma.fields.Float(allow_none=True)
+    verdict = ma.fields.String(allow_none=True, metadata={"description": " | ".join(VERDICTS) + "; null for control"})
 
 
 class DimensionValueSchema(ma.Schema):
@@ -154,6 +170,7 @@ class MetricResultSchema(ma.Schema):
     metric = ma.fields.String()
     type = ma.fields.String()
     dimension = ma.fields.Nested(DimensionValueSchema, allow_none=True)
+    verdict = ma.fields.String(metadata={"description": " | ".join(VERDICTS)})
     variations = ma.fields.List(ma.fields.Nested(VariationResultSchema))
 
 
@@ -168,10 +185,26 @@ class HealthCheckSchema(ma.Schema):
     message = ma.fields.String()
 
 
+class PowerSchema(ma.Schema):
+    metric = ma.fields.String()
+    target_mde = ma.fields.Float(metadata={"description": "Relative change to detect (analysis.target_mde)."})
+    relative = ma.fields.Boolean()
+    target_power = ma.fields.Float()
+    alpha = ma.fields.Float(metadata={"description": "Per comparison (split over treatments with a correction)."})
+    power = ma.fields.Float(allow_none=True, metadata={"description": "Power now for target_mde."})
+    mde_now = ma.fields.Float(allow_none=True, metadata={"description": "Relative change detectable now at "
+                                                                        "target_power."})
+    units_per_variation_needed = ma.fields.Integer(allow_none=True)
+    units_needed = ma.fields.Integer(allow_none=True, metadata={"description": "Total, at the design's weights."})
+    units_still_needed = ma.fields.Integer(allow_none=True)
+
+
 class ResultsSchema(ma.Schema):
     experiment = ma.fields.String()
     status = ma.fields.String()
     computed_at = ma.fields.String()
+    control = ma.fields.String()
+    primary_metric = ma.fields.String(allow_none=True)
     engine = ma.fields.String()
     sequential = ma.fields.Boolean()
     cuped = ma.fields.Boolean()
@@ -180,8 +213,36 @@ class ResultsSchema(ma.Schema):
     units = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())
     multiple_exposures = ma.fields.Integer()
     srm = ma.fields.Nested(SrmSchema)
+    power = ma.fields.Nested(PowerSchema, allow_none=True)
     health = ma.fields.List(ma.fields.Nested(HealthCheckSchema))
     metrics = ma.fields.List(ma.fields.Nested(MetricResultSchema))
+
+
+class TimeseriesVariationSchema(ma.Schema):
+    variation = ma.fields.String()
+    units = ma.fields.Integer()
+    value = ma.fields.Float(allow_none=True)
+    absolute = ma.fields.Nested(TestSchema, allow_none=True)
+    relative = ma.fields.Nested(TestSchema, allow_none=True)
+    chance_to_beat_control = ma.fields.Float(allow_none=True)
+
+
+class TimeseriesPointSchema(ma.Schema):
+    date = ma.fields.String(metadata={"description": "UTC day (YYYY-MM-DD); cumulative up to its end."})
+    units = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())
+    variations = ma.fields.List(ma.fields.Nested(TimeseriesVariationSchema))
+
+
+class TimeseriesSchema(ma.Schema):
+    experiment = ma.fields.String()
+    metric = ma.fields.String()
+    type = ma.fields.String()
+    computed_at = ma.fields.String()
+    engine = ma.fields.String()
+    sequential = ma.fields.Boolean()
+    alpha = ma.fields.Float()
+    control = ma.fields.String()
+    days = ma.fields.List(ma.fields.Nested(TimeseriesPointSchema))
 
 
 ExperimentPageSchema = page_schema(ExperimentSchema, "ExperimentPage")

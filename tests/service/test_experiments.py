@@ -115,7 +115,8 @@ def test_create_experiment_adds_rule_to_flag_targeting(setup, viewer):
     assert created["traffic"] == 10000 and created["layer"] is None and created["version"] == 1
     assert created["analysis"] == {"engine": "frequentist", "alpha": 0.05, "sequential": False,
                                    "sequential_n": 5000, "cuped": False, "cuped_days": 14, "correction": None,
-                                   "prior_mean": None, "prior_variance": None}
+                                   "prior_mean": None, "prior_variance": None,
+                                   "target_mde": 0.05, "chance_to_win": 0.95}
     flag = viewer.get("/api/v1/flags/checkout").json
     rules = flag["environments"]["production"]["rules"]
     assert rules == [{"id": "experiment-checkout-test", "description": "Experiment checkout-test",

@@ -21,7 +21,7 @@ START = datetime.now(UTC) - timedelta(days=3)
 TOP_LEVEL = {"experiment", "status", "computed_at", "engine", "sequential", "cuped", "alpha", "units",
              "multiple_exposures", "srm", "metrics"}
 VARIATION_FIELDS = {"variation", "units", "value", "stddev", "absolute", "relative", "p_value_adjusted",
-                    "chance_to_beat_control", "risk"}
+                    "chance_to_beat_control", "risk", "verdict"}
 
 
 def iso(moment: datetime) -> str:
@@ -121,7 +121,7 @@ def test_results_json_shape_and_numbers(experiment, population, viewer):
     assert {h["check"]: h["status"] for h in results["health"]}["srm"] == "ok"
 
     for metric_entry in results["metrics"]:
-        assert set(metric_entry) == {"metric", "type", "dimension", "variations"}
+        assert set(metric_entry) == {"metric", "type", "dimension", "verdict", "variations"}
         assert [v["variation"] for v in metric_entry["variations"]] == ["off", "on"]
         for v in metric_entry["variations"]:
             assert set(v) == VARIATION_FIELDS

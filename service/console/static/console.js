@@ -1,0 +1,64 @@
+// Pitcrew console: progressive enhancement only; every page works without it.
+(function () {
+  "use strict";
+  // Copy buttons: <button data-copy="#element-id">
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.querySelector(button.getAttribute("data-copy"));
+    if (!source) return;
+    var text = (source.value !== undefined ? source.value : source.textContent).trim();
+    var done = function () {
+      var old = button.textContent;
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = old; }, 1500);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { select(source); });
+    } else {
+      select(source);
+    }
+  });
+  function select(element) {
+    if (element.select) { element.select(); }
+    else {
+      var range = document.createRange();
+      range.selectNodeContents(element);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+    }
+  }
+  // Confirm before destructive posts: <form data-confirm="Really?">
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var message = form.getAttribute && form.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+  // Filters: submit a filter form when a select changes (there is a button too).
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("form.filters select")) event.target.form.requestSubmit();
+  });
+  // Move focus to the error summary so keyboard and screen reader users land on it.
+  document.addEventListener("DOMContentLoaded", function () {
+    var summary = document.getElementById("error-summary");
+    if (summary) summary.focus();
+  });
+})();
+// Targeting editor: show only the inputs of the chosen serve kind.
+(function () {
+  "use strict";
+  function sync(select) {
+    var box = select.closest("fieldset.serve");
+    if (!box) return;
+    box.querySelectorAll("[data-serve]").forEach(function (part) {
+      part.hidden = part.getAttribute("data-serve") !== select.value;
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("fieldset.serve select[name$='.kind']").forEach(sync);
+  });
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("fieldset.serve select[name$='.kind']")) sync(event.target);
+  });
+})();

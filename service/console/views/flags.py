@@ -1,0 +1,428 @@
+"""Flags: list with status per environment, a flag's page, the targeting editor,
+environment comparison and copy, history with diffs and rollback."""
+
+from __future__ import annotations
+
+import json
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from pitcrew.evaluation.operators import NUMBER_OPS, OPS
+
+from ...domain import flags as domain
+from ...domain.diff import json_diff
+from ...schemas.flags import FlagPatchSchema, FlagSchema, TargetingSchema
+from .. import bp, nav, queries
+from ..forms import FieldErrors, Outcome, attempt, form_items, load, number, unflatten, version
+from ..session import actor
+
+nav.register("Flags", "console.flags", order=10)
+
+OP_CHOICES = sorted(OPS)
+SERVE_KINDS = (("variation", "a variation"), ("rollout", "a percentage rollout"))
+
+
+# Filters of the flag list, in display order. Another filter (e.g. a
+# lifecycle stage) is one more entry here plus a keyword that
+# ``domain.list_flags`` accepts: ``(name, label, kind)`` with kind "text" or
+# a callable returning the select's options.
+FLAG_FILTERS: list[tuple[str, str, object]] = [
+    ("q", "Text", "text"),
+    ("tag", "Tag", "text"),
+    ("owner", "Owner", "text"),
+]
+
+
+# ---------------------------------------------------------------- describing targeting
+
+def describe_serve(serve: dict | None) -> str:
+    serve = serve or {}
+    if "variation" in serve:
+        return serve["variation"]
+    if "rollout" in serve:
+        weights = serve["rollout"].get("weights") or []
+        return " / ".join(f"{k} {_pct(w)}" for k, w in weights)
+    if "experiment" in serve:
+        return f"experiment {serve['experiment']}"
+    return "?"
+
+
+def _pct(bps) -> str:
+    return f"{bps / 100:g} %" if isinstance(bps, int | float) else str(bps)
+
+
+def describe(targeting: dict) -> str:
+    if not targeting.get("enabled"):
+        return f"off: serves {targeting.get('off_variation')}"
+    parts = []
+    if targeting.get("prerequisites"):
+        parts.append(f"{len(targeting['prerequisites'])} prerequisite(s)")
+    if targeting.get("targets"):
+        parts.append(f"{sum(len(t.get('values') or []) for t in targeting['targets'])} targeted unit(s)")
+    if targeting.get("rules"):
+        parts.append(f"{len(targeting['rules'])} rule(s)")
+    fall = describe_serve(targeting.get("fallthrough"))
+    return (", ".join(parts) + f", then {fall}") if parts else f"serves {fall}"
+
+
+# ---------------------------------------------------------------- list and create
+
+@bp.get("/flags")
+def flags():
+    args = {name: (request.args.get(name) or "").strip() or None for name, _, _ in FLAG_FILTERS}
+    archived = request.args.get("archived") == "true"
+    page = domain.list_flags(**args, archived=archived, limit=50, cursor=request.args.get("cursor") or None)
+    environments = queries.environments()
+    evaluations = queries.evaluation_stats([f.key for f in page.items])
+    rows = []
+    for flag in page.items:
+        by_env = {row.environment_id: row.targeting for row in flag.targeting}
+        cells = []
+        for env in environments:
+            targeting = by_env.get(env.id) or domain.default_targeting(flag.variations)
+            last, count = evaluations.get((flag.key, env.id), (None, 0))
+            cells.append({"env": env, "on": bool(targeting.get("enabled")), "summary": describe(targeting),
+                          "last": last, "count": count})
+        rows.append({"flag": flag, "cells": cells})
+    query = {k: v for k, v in args.items() if v}
+    if archived:
+        query["archived"] = "true"
+    return render_template("console/flags/list.html", title="Flags", rows=rows, environments=environments,
+                           filters=FLAG_FILTERS, args=args, archived=archived, next_cursor=page.next_cursor,
+                           query=query)
+
+
+def _parse_value(kind: str, text: str):
+    text = (text or "").strip()
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(text.lower(), text)
+    if kind == "number":
+        return number(text)
+    if kind == "json":
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _show_value(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _flag_form() -> tuple[dict, str]:
+    data = unflatten(form_items())
+    kind = data.get("kind") or "boolean"
+    variations = [v for v in (data.get("variations") or []) if isinstance(v, dict)]
+    parsed = [{"key": (v.get("key") or "").strip(), "value": _parse_value(kind, v.get("value")),
+               "description": v.get("description") or ""} for v in variations]
+    doc = {"key": (data.get("key") or "").strip(), "name": (data.get("name") or "").strip() or None,
+           "description": data.get("description") or "", "kind": kind, "variations": parsed,
+           "tags": [t.strip() for t in (data.get("tags") or "").split(",") if t.strip()],
+           "owner": (data.get("owner") or "").strip() or None, "temporary": data.get("temporary") == "true"}
+    if doc["name"] is None:
+        del doc["name"]
+    return doc, request.form.get("action") or "save"
+
+
+@bp.route("/flags/new", methods=["GET", "POST"])
+def flag_new():
+    doc = {"key": "", "name": "", "description": "", "kind": "boolean", "tags": [], "owner": "",
+           "temporary": True, "variations": [{"key": "on", "value": True, "description": ""},
+                                              {"key": "off", "value": False, "description": ""}]}
+    errors = FieldErrors()
+    status = 200
+    if request.method == "POST":
+        doc, action = _flag_form()
+        if action == "add_variation":
+            doc["variations"].append({"key": "", "value": "", "description": ""})
+        elif action.startswith("remove_variation:"):
+            index = int(action.split(":")[1])
+            if 0 <= index < len(doc["variations"]):
+                doc["variations"].pop(index)
+        else:
+            outcome = attempt(lambda: domain.create(actor(), load(FlagSchema(), doc)))
+            if outcome.ok:
+                flash(f"Created flag {outcome.value.key}. It is off in every environment.", "success")
+                return redirect(url_for("console.flag", key=outcome.value.key), 303)
+            errors, status = outcome.errors, 400
+    doc = {**doc, "variations": [{**v, "value": _show_value(v["value"])} for v in doc["variations"]]}
+    return render_template("console/flags/new.html", title="New flag", doc=doc, errors=errors), status
+
+
+# ---------------------------------------------------------------- a flag
+
+def _flag_page(key: str, *, settings_errors: FieldErrors | None = None, outcome: Outcome | None = None,
+               status: int = 200):
+    flag = domain.get(key)
+    environments = queries.environments()
+    by_env = {row.environment_id: row.targeting for row in flag.targeting}
+    evaluations = queries.evaluation_stats([flag.key])
+    envs = []
+    for env in environments:
+        targeting = by_env.get(env.id) or domain.default_targeting(flag.variations)
+        last, count = evaluations.get((flag.key, env.id), (None, 0))
+        envs.append({"env": env, "targeting": targeting, "summary": describe(targeting), "last": last,
+                     "count": count, "on": bool(targeting.get("enabled"))})
+    return render_template("console/flags/flag.html", title=f"Flag {flag.key}", flag=flag, envs=envs,
+                           settings_errors=settings_errors or FieldErrors(), outcome=outcome,
+                           show_value=_show_value), status
+
+
+@bp.get("/flags/<key>")
+def flag(key):
+    return _flag_page(key)
+
+
+@bp.post("/flags/<key>/environments/<env>/toggle")
+def flag_toggle(key, env):
+    enabled = request.form.get("enabled") == "true"
+    outcome = attempt(domain.patch_targeting, actor(), key, env, {"enabled": enabled}, version())
+    if not outcome.ok:
+        return _flag_page(key, outcome=outcome, status=409 if outcome.conflict else 400)
+    flash(f"{key} is now {'on' if enabled else 'off'} in {env}.", "success")
+    return redirect(url_for("console.flag", key=key), 303)
+
+
+@bp.post("/flags/<key>/settings")
+def flag_settings(key):
+    data = unflatten(form_items())
+    changes = {"name": (data.get("name") or "").strip(), "description": data.get("description") or "",
+               "tags": [t.strip() for t in (data.get("tags") or "").split(",") if t.strip()],
+               "owner": (data.get("owner") or "").strip() or None, "temporary": data.get("temporary") == "true"}
+    outcome = attempt(lambda: domain.update(actor(), key, load(FlagPatchSchema(), changes), version()))
+    if not outcome.ok:
+        return _flag_page(key, settings_errors=outcome.errors, outcome=outcome,
+                          status=409 if outcome.conflict else 400)
+    flash("Saved the flag's settings.", "success")
+    return redirect(url_for("console.flag", key=key), 303)
+
+
+@bp.post("/flags/<key>/archive")
+def flag_archive(key):
+    restore = request.form.get("restore") == "true"
+    if restore:
+        outcome = attempt(domain.update, actor(), key, {"archived": False}, version())
+    else:
+        outcome = attempt(domain.archive, actor(), key, version())
+    if not outcome.ok:
+        return _flag_page(key, outcome=outcome, status=409 if outcome.conflict else 400)
+    flash(f"{'Restored' if restore else 'Archived'} {key}.", "success")
+    return redirect(url_for("console.flag", key=key), 303)
+
+
+# ---------------------------------------------------------------- targeting editor
+
+def _values_text(op: str, values) -> str:
+    """A condition's values, one per line; for ``in``, numbers and booleans as ``=42`` / ``=true``."""
+    if not isinstance(values, list):
+        return "" if values is None else str(values)
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            out.append(v)
+        elif op == "in":
+            out.append("=" + json.dumps(v))
+        else:
+            out.append(json.dumps(v))
+    return "\n".join(out)
+
+
+def _parse_values(op: str, text: str) -> list:
+    out = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if op in NUMBER_OPS:
+            out.append(number(line))
+        elif op == "in" and line.startswith("="):
+            try:
+                out.append(json.loads(line[1:]))
+            except ValueError:
+                out.append(line)
+        else:
+            out.append(line)
+    return out
+
+
+def _parse_serve(data: dict | None, variation_keys: list[str]) -> dict:
+    data = data or {}
+    kind = data.get("kind") or "variation"
+    if kind == "experiment":
+        return {"experiment": data.get("experiment") or ""}
+    if kind == "rollout":
+        rollout = data.get("rollout") or {}
+        weights = []
+        for pair in rollout.get("weights") or []:  # fields .N.0 (variation) and .N.1 (percent)
+            if not isinstance(pair, list) or len(pair) != 2:
+                continue
+            share = number(pair[1])
+            bps = round(share * 100) if isinstance(share, float | int) else (share if share is not None else 0)
+            weights.append([pair[0] or "", bps])
+        out = {"weights": weights}
+        if (rollout.get("bucket_by") or "").strip():
+            out["bucket_by"] = rollout["bucket_by"].strip()
+        if rollout.get("salt"):
+            out["salt"] = rollout["salt"]
+        return {"rollout": out}
+    return {"variation": data.get("variation") or ""}
+
+
+def parse_targeting(data: dict, variation_keys: list[str]) -> dict:
+    """The targeting document from the editor's fields (named by JSON path)."""
+    rules = []
+    for rule in data.get("rules") or []:
+        if not isinstance(rule, dict):
+            continue
+        conditions = []
+        for cond in rule.get("conditions") or []:
+            if not isinstance(cond, dict):
+                continue
+            op = cond.get("op") or "in"
+            item = {"op": op, "negate": cond.get("negate") == "true"}
+            if op != "in_segment":
+                item["attribute"] = (cond.get("attribute") or "").strip()
+            if op != "exists":
+                item["values"] = _parse_values(op, cond.get("values"))
+            conditions.append(item)
+        rules.append({"id": (rule.get("id") or "").strip(), "description": rule.get("description") or "",
+                      "conditions": conditions, "serve": _parse_serve(rule.get("serve"), variation_keys)})
+    targets = [{"variation": t.get("variation") or "",
+                "values": [v.strip() for v in (t.get("values") or "").splitlines() if v.strip()]}
+               for t in data.get("targets") or [] if isinstance(t, dict)]
+    prerequisites = [{"flag": (p.get("flag") or "").strip(), "variation": (p.get("variation") or "").strip()}
+                     for p in data.get("prerequisites") or [] if isinstance(p, dict)]
+    return {"enabled": data.get("enabled") == "true", "off_variation": data.get("off_variation") or "",
+            "prerequisites": prerequisites, "targets": targets, "rules": rules,
+            "fallthrough": _parse_serve(data.get("fallthrough"), variation_keys)}
+
+
+def _new_rule(targeting: dict, keys: list[str]) -> dict:
+    taken = {r.get("id") for r in targeting["rules"]}
+    n = len(targeting["rules"]) + 1
+    while f"rule-{n}" in taken:
+        n += 1
+    return {"id": f"rule-{n}", "description": "", "conditions": [{"attribute": "", "op": "in", "values": []}],
+            "serve": {"variation": keys[0]}}
+
+
+def apply_action(targeting: dict, action: str, keys: list[str]) -> bool:
+    """Structural edits (add/remove/move); True when ``action`` was one of them."""
+    name, *args = action.split(":")
+    index = [int(a) for a in args if a.isdigit()]
+    rules = targeting["rules"]
+    if name == "add_rule":
+        rules.append(_new_rule(targeting, keys))
+    elif name == "remove_rule" and index and index[0] < len(rules):
+        rules.pop(index[0])
+    elif name == "up_rule" and index and 0 < index[0] < len(rules):
+        rules[index[0] - 1], rules[index[0]] = rules[index[0]], rules[index[0] - 1]
+    elif name == "add_condition" and index and index[0] < len(rules):
+        rules[index[0]]["conditions"].append({"attribute": "", "op": "in", "values": []})
+    elif name == "remove_condition" and len(index) == 2 and index[0] < len(rules):
+        conditions = rules[index[0]]["conditions"]
+        if index[1] < len(conditions):
+            conditions.pop(index[1])
+    elif name == "add_target":
+        targeting["targets"].append({"variation": keys[0], "values": []})
+    elif name == "remove_target" and index and index[0] < len(targeting["targets"]):
+        targeting["targets"].pop(index[0])
+    elif name == "add_prerequisite":
+        targeting["prerequisites"].append({"flag": "", "variation": ""})
+    elif name == "remove_prerequisite" and index and index[0] < len(targeting["prerequisites"]):
+        targeting["prerequisites"].pop(index[0])
+    else:
+        return False
+    return True
+
+
+@bp.route("/flags/<key>/targeting/<env>", methods=["GET", "POST"])
+def targeting_edit(key, env):
+    flag, targeting = domain.get_targeting(key, env)
+    keys = [v["key"] for v in flag.variations]
+    errors, outcome, status = FieldErrors(), None, 200
+    form_version = flag.version
+    if request.method == "POST":
+        form_version = version()
+        targeting = parse_targeting(unflatten(form_items()), keys)
+        action = request.form.get("action") or "save"
+        if not apply_action(targeting, action, keys):
+            outcome = attempt(lambda: domain.put_targeting(actor(), key, env, load(TargetingSchema(), targeting),
+                                                           form_version))
+            if outcome.ok:
+                flash(f"Saved targeting of {key} in {env} (version {outcome.value[0].version}).", "success")
+                return redirect(url_for("console.flag", key=key), 303)
+            errors = outcome.errors
+            status = 409 if outcome.conflict else 400
+    segments = _segment_keys()
+    other_flags = [f.key for f in domain.list_flags(limit=500).items if f.key != key]
+    return render_template("console/flags/targeting.html", title=f"Targeting of {key} in {env}", flag=flag,
+                           env=env, t=targeting, keys=keys, errors=errors, outcome=outcome, version=form_version,
+                           ops=OP_CHOICES, serve_kinds=SERVE_KINDS, values_text=_values_text, segments=segments,
+                           other_flags=other_flags, pct=_pct), status
+
+
+def _segment_keys() -> list[str]:
+    from ...domain import segments as segment_domain
+
+    return [s.key for s in segment_domain.list_segments(limit=500).items]
+
+
+# ---------------------------------------------------------------- compare and copy
+
+@bp.get("/flags/<key>/compare")
+def flag_compare(key):
+    flag = domain.get(key)
+    environments = [e.key for e in queries.environments()]
+    if len(environments) < 2:
+        abort(404)
+    left = request.args.get("left") or environments[-2]
+    right = request.args.get("right") or environments[-1]
+    if left not in environments or right not in environments:
+        abort(404)
+    snapshot = domain.snapshot(flag)["environments"]
+    a, b = snapshot[left], snapshot[right]
+    return render_template("console/flags/compare.html", title=f"Compare {key}", flag=flag, left=left, right=right,
+                           a=a, b=b, environments=environments, diff=json_diff(a, b), describe=describe,
+                           describe_serve=describe_serve, dumps=lambda v: json.dumps(v, indent=2))
+
+
+@bp.post("/flags/<key>/copy")
+def flag_copy(key):
+    source, target = request.form.get("source") or "", request.form.get("target") or ""
+    expected = version()
+    if source == target:
+        flash("Pick two different environments.", "error")
+        return redirect(url_for("console.flag_compare", key=key, left=source, right=target), 303)
+    _, targeting = domain.get_targeting(key, source)
+    outcome = attempt(domain.put_targeting, actor(), key, target, targeting, expected, action="copy_targeting")
+    if not outcome.ok:
+        flag = domain.get(key)
+        return render_template("console/error.html", title="Not copied", message=outcome.error.message,
+                               details=outcome.error.details, flag=flag), 409 if outcome.conflict else 400
+    flash(f"Copied the targeting of {key} from {source} to {target}.", "success")
+    return redirect(url_for("console.flag_compare", key=key, left=source, right=target), 303)
+
+
+# ---------------------------------------------------------------- history and rollback
+
+@bp.get("/flags/<key>/history")
+def flag_history(key):
+    flag = domain.get(key)
+    page = domain.history(key, limit=30, cursor=request.args.get("cursor") or None)
+    return render_template("console/flags/history.html", title=f"History of {key}", flag=flag, versions=page.items,
+                           next_cursor=page.next_cursor, dumps=json.dumps)
+
+
+@bp.post("/flags/<key>/rollback")
+def flag_rollback(key):
+    target = number(request.form.get("target"), integer=True)
+    if not isinstance(target, int):
+        abort(400)
+    outcome = attempt(domain.rollback, actor(), key, target, version())
+    if not outcome.ok:
+        return render_template("console/error.html", title="Not rolled back", message=outcome.error.message,
+                               details=outcome.error.details), 409 if outcome.conflict else 400
+    flash(f"Rolled {key} back to the content of version {target} (now version {outcome.value.version}).", "success")
+    return redirect(url_for("console.flag_history", key=key), 303)

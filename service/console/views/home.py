@@ -1,0 +1,48 @@
+"""Home, sign-in and sign-out."""
+
+from flask import flash, redirect, render_template, request, url_for
+
+from ...domain import audit as audit_domain
+from ...domain import experiments as experiment_domain
+from ...domain import tokens as token_domain
+from .. import bp, nav
+from ..session import safe_next, sign_in
+
+nav.register("Home", "console.home", order=0)
+
+
+@bp.get("/")
+def home():
+    running = experiment_domain.list_experiments(status="running", limit=20).items
+    recent = audit_domain.list_entries(limit=12).items
+    return render_template("console/home.html", title="Home", running=running,
+                           recent=recent, to_dict=experiment_domain.to_dict)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    error = None
+    status = 200
+    if request.method == "POST":
+        secret = (request.form.get("token") or "").strip()
+        if secret.startswith(token_domain.SDK_PREFIX):
+            error, status = "That is an SDK key; sign in with a personal admin token (pc_admin_…).", 401
+        elif not secret or sign_in(secret) is None:
+            error, status = "Invalid or revoked token.", 401
+        else:
+            return redirect(safe_next(request.args.get("next")), 303)
+    elif request.args.get("ended"):
+        error = "Your session ended (signed out elsewhere, or the token was revoked). Sign in again."
+    return render_template("console/login.html", title="Sign in", error=error), status
+
+
+@bp.post("/logout")
+def logout():
+    from flask import session
+
+    session.clear()
+    flash("Signed out.", "success")
+    return redirect(url_for("console.login"), 303)
+
+
+logout.required_role = "viewer"  # anyone signed in may sign out
