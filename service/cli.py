@@ -50,3 +50,7 @@ def init_app(app) -> None:
 
     app.cli.add_command(tokens)
     app.cli.add_command(results)
+
+    from . import worker
+
+    worker.init_app(app)

@@ -40,4 +40,10 @@ def from_environment() -> dict:
         # Seconds between writes of a token's last_used_at (one write per
         # request would turn every read into a write).
         "TOKEN_TOUCH_INTERVAL": _int("TOKEN_TOUCH_INTERVAL", 60),
+        # Seconds the worker sleeps between passes over due work (scheduled
+        # changes are applied within about this long of their time).
+        "WORKER_POLL_INTERVAL": float(os.environ.get("WORKER_POLL_INTERVAL", "1")),
+        # Seconds between guardrail checks of a running guarded rollout
+        # within a step (a step's end is always checked).
+        "ROLLOUT_CHECK_INTERVAL": float(os.environ.get("ROLLOUT_CHECK_INTERVAL", "300")),
     }

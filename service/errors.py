@@ -11,11 +11,18 @@ import sqlalchemy as sa
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
-from .domain.errors import Conflict, DomainError, NotFound, PreconditionFailed, ValidationFailed
+from .domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 
 log = logging.getLogger("pitcrew.errors")
 
-DOMAIN_STATUS = {ValidationFailed: 400, NotFound: 404, Conflict: 409, PreconditionFailed: 412}
+DOMAIN_STATUS = {ValidationFailed: 400, Forbidden: 403, NotFound: 404, Conflict: 409, PreconditionFailed: 412}
 
 HTTP_CODES = {
     400: "bad_request",

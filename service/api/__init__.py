@@ -1,6 +1,17 @@
 """/api/v1 blueprints: parse with a schema, call one domain function, serialise."""
 
-from . import audit, environments, experiments, flags, metrics, segments, tokens, tools
+from . import (
+              audit,
+              change_requests,
+              environments,
+              experiments,
+              flags,
+              metrics,
+              process,
+              segments,
+              tokens,
+              tools,
+)
 
 BLUEPRINTS = [environments.blp, flags.blp, segments.blp, metrics.blp, experiments.blp, tools.blp, tokens.blp,
-              audit.blp]
+              audit.blp, change_requests.blp, process.blp]
