@@ -14,6 +14,8 @@ an applied change like of any other write: the ruleset version moves.
 """
 
 import logging
+import os
+import socket
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -33,6 +35,12 @@ from .pagination import Page, paginate
 from .versioning import check_version
 
 WORKER = "worker"
+
+
+def worker_id() -> str:
+    """Which worker process applied a change (for operators; the audit actor is "worker")."""
+    return f"worker {socket.gethostname()}:{os.getpid()}"
+
 log = logging.getLogger("pitcrew.worker")
 
 
@@ -193,7 +201,7 @@ def apply_next_due(now: datetime | None = None) -> ScheduledChange | None:
             if problem is None:
                 item.state = "applied"
                 item.applied_at = utcnow()
-                item.applied_by = WORKER
+                item.applied_by = worker_id()
                 item.applied_version = db.session.get(Flag, item.flag_id).version
                 after = _record(actor, item, "apply", before)
                 announce("schedule.applied", after, environment=after["environment"])
