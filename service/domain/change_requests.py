@@ -2,9 +2,9 @@
 
 Life of a request (docs/process.md):
 
-* ``create`` records the proposed ``targeting`` (a full replacement) or
-  ``patch`` (top-level fields that replace the live ones when applied),
-  validated against the live state, with ``base_version`` = the flag's
+* ``create`` records the proposed ``targeting`` (a full replacement),
+  ``patch`` (top-level fields that replace the live ones when applied) or
+  ``rollout`` (a guarded rollout to start), validated against the live state, with ``base_version`` = the flag's
   version now. State ``open`` (``approved`` at once where no approval is
   required).
 * ``review``: approve or reject. The author cannot review their own request;
@@ -30,6 +30,7 @@ from ..models import ChangeRequest, ChangeRequestReview, Environment, Flag, Sche
 from ..models.types import utcnow
 from . import Actor, audit, protection, unit_of_work
 from . import flags as flag_domain
+from . import rollouts as rollout_domain
 from .announce import announce
 from .concurrency import locked, save
 from .diff import json_diff
@@ -75,7 +76,10 @@ def _parts(request: ChangeRequest) -> tuple[Flag, Environment]:
 
 
 def proposed_targeting(flag: Flag, environment: Environment, request: ChangeRequest) -> dict:
-    """The targeting the request would leave live, if applied now."""
+    """The targeting the request would leave live, if applied now (a rollout's
+    request leaves it as it is until the rollout's first step)."""
+    if request.rollout is not None:
+        return flag_domain.targeting_for(flag, environment)
     if request.targeting is not None:
         return flag_domain._normalise_targeting(request.targeting)
     return flag_domain._normalise_targeting({**flag_domain.targeting_for(flag, environment), **request.patch})
@@ -88,7 +92,7 @@ def to_dict(request: ChangeRequest) -> dict:
     return {
         "id": request.id, "flag": flag.key, "environment": environment.key, "state": request.state,
         "author": request.author, "comment": request.comment,
-        "targeting": request.targeting, "patch": request.patch,
+        "targeting": request.targeting, "patch": request.patch, "rollout": request.rollout,
         "base_version": request.base_version, "flag_version": flag.version,
         "conflict": request.state in ACTIVE and flag.version != request.base_version,
         "revision": request.revision,
@@ -111,7 +115,7 @@ def _snapshot(request: ChangeRequest) -> dict:
     flag, environment = _parts(request)
     return {"id": request.id, "flag": flag.key, "environment": environment.key, "state": request.state,
             "author": request.author, "comment": request.comment, "targeting": request.targeting,
-            "patch": request.patch, "base_version": request.base_version, "revision": request.revision,
+            "patch": request.patch, "rollout": request.rollout, "base_version": request.base_version, "revision": request.revision,
             "approved_by": approvers(request), "bypass": request.bypass,
             "at": request.scheduled_at.isoformat() if request.scheduled_at else None,
             "applied_version": request.applied_version, "failure_reason": request.failure_reason}
@@ -128,20 +132,31 @@ def _record(actor: Actor, request: ChangeRequest, action: str, before: dict | No
 # ---------------------------------------------------------------- writing
 
 def _validate(flag: Flag, environment: Environment, request: ChangeRequest) -> None:
-    """The proposed targeting must be valid against the live state (else 400, nothing stored)."""
+    """The proposal must be valid against the live state (else 400/409, nothing stored)."""
+    if request.rollout is not None:
+        try:
+            rollout_domain.check_start(flag, environment, request.rollout)
+        except (ValidationFailed, Conflict) as exc:
+            exc.details = {f"rollout.{path}": reasons for path, reasons in exc.details.items()}
+            raise
+        return
     prefix = "targeting" if request.targeting is not None else "patch"
     flag_domain._check_targeting(flag, environment, proposed_targeting(flag, environment, request),
                                  flag.variations, prefix)
 
 
-def _payload(data: dict) -> tuple[dict | None, dict | None]:
-    has_targeting, has_patch = data.get("targeting") is not None, data.get("patch") is not None
-    if has_targeting == has_patch:
-        raise ValidationFailed("Give exactly one of targeting and patch.", {
-            "targeting": ["Give a full targeting, or a patch of top-level fields, not both and not neither."]})
-    if has_patch and not data["patch"]:
+PAYLOADS = ("targeting", "patch", "rollout")
+
+
+def _payload(data: dict) -> tuple[dict | None, dict | None, dict | None]:
+    given = [name for name in PAYLOADS if data.get(name) is not None]
+    if len(given) != 1:
+        raise ValidationFailed("Give exactly one of targeting, patch and rollout.", {
+            name: ["Give one of: a full targeting, a patch of top-level fields, or a guarded rollout."]
+            for name in (given or ["targeting"])})
+    if data.get("patch") is not None and not data["patch"]:
         raise ValidationFailed("The patch is empty.", {"patch": ["Give at least one targeting field."]})
-    return data.get("targeting"), data.get("patch")
+    return data.get("targeting"), data.get("patch"), data.get("rollout")
 
 
 def create(actor: Actor, data: dict) -> ChangeRequest:
@@ -153,9 +168,9 @@ def create(actor: Actor, data: dict) -> ChangeRequest:
     if environment is None:
         raise ValidationFailed("The change request is invalid.",
                                {"environment": [f"Environment '{data['environment']}' does not exist."]})
-    targeting, patch = _payload(data)
+    targeting, patch, rollout = _payload(data)
     request = ChangeRequest(flag_id=flag.id, environment_id=environment.id, author=actor.name,
-                            comment=data.get("comment") or "", targeting=targeting, patch=patch,
+                            comment=data.get("comment") or "", targeting=targeting, patch=patch, rollout=rollout,
                             base_version=flag.version, revision=1, bypass=False,
                             state="open" if environment.approvals_required > 0 else "approved")
     _validate(flag, environment, request)
@@ -227,8 +242,8 @@ def update(actor: Actor, request_id: int, changes: dict, *, admin: bool = False,
     _check_active(request, "edit it")
     flag, environment = _parts(request)
     before = _snapshot(request)
-    if changes.get("targeting") is not None or changes.get("patch") is not None:
-        request.targeting, request.patch = _payload(changes)
+    if any(changes.get(name) is not None for name in PAYLOADS):
+        request.targeting, request.patch, request.rollout = _payload(changes)
     if "comment" in changes:
         request.comment = changes["comment"] or ""
     _validate(flag, environment, request)
@@ -313,12 +328,15 @@ def apply(actor: Actor, request_id: int, *, at: datetime | None = None, bypass: 
 def _apply_now(actor: Actor, request: ChangeRequest, flag: Flag, environment: Environment,
                before: dict) -> None:
     """Write the targeting, mark the request applied, audit it (the caller commits)."""
-    targeting = proposed_targeting(flag, environment, request)
     note = f"Change request {request.id}" + (" (bypass)" if request.bypass else "")
+    writer = Actor(actor.name, actor.request_id, actor.comment or note)
     with protection.sanctioned(), unit_of_work.deferred():
-        flag_domain.put_targeting(Actor(actor.name, actor.request_id, actor.comment or note), flag.key,
-                                  environment.key, targeting,
-                                  action="apply_change_request_bypass" if request.bypass else "apply_change_request")
+        if request.rollout is not None:
+            rollout_domain.create(writer, flag.key, environment.key, request.rollout)
+        else:
+            flag_domain.put_targeting(
+                writer, flag.key, environment.key, proposed_targeting(flag, environment, request),
+                action="apply_change_request_bypass" if request.bypass else "apply_change_request")
     request.state = "applied"
     request.applied_at = utcnow()
     request.applied_by = actor.name

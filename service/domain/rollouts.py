@@ -203,18 +203,15 @@ def _experiment_key(flag: Flag, rollout: Rollout) -> str:
     return key
 
 
-def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
-           now: datetime | None = None) -> Rollout:
-    """Start a guarded rollout at its first step (the flag's fallthrough must serve ``from_variation``)."""
-    flag = flag_domain.get(flag_key)
-    environment = get_environment(environment_key)
-    protection.guard_targeting(environment)
+def check_start(flag: Flag, environment: Environment, data: dict) -> list[dict]:
+    """Everything that must hold to start ``data`` now (400/409 otherwise); the steps, normalised.
+
+    Also run when a change request proposing the rollout is opened, edited and applied."""
     if flag.archived:
         raise Conflict(f"Flag '{flag.key}' is archived.", {"flag": ["Archived."]})
     steps = _validate(flag, data)
-    flag = db.session.scalars(locked(sa.select(Flag).where(Flag.id == flag.id))).one()
     targeting = flag_domain.targeting_for(flag, environment)
-    old, new = data["from_variation"], data["variation"]
+    old = data["from_variation"]
     problems = {}
     if not targeting.get("enabled"):
         problems["enabled"] = [f"Flag '{flag.key}' is off in {environment.key}; turn it on first."]
@@ -229,6 +226,21 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
     if running is not None:
         raise Conflict(f"Rollout {running} of flag '{flag.key}' is still running in {environment.key}.",
                        {"flag": [f"Rollout {running} is running."]})
+    return steps
+
+
+def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
+           now: datetime | None = None) -> Rollout:
+    """Start a guarded rollout at its first step (the flag's fallthrough must serve ``from_variation``).
+
+    In a protected environment this is a change request's apply (``rollout`` payload)."""
+    flag = flag_domain.get(flag_key)
+    environment = get_environment(environment_key)
+    protection.guard_targeting(environment)
+    flag = db.session.scalars(locked(sa.select(Flag).where(Flag.id == flag.id))).one()
+    steps = check_start(flag, environment, data)
+    targeting = flag_domain.targeting_for(flag, environment)
+    old, new = data["from_variation"], data["variation"]
 
     now = now or utcnow()
     guards = list(data.get("guardrails") or [])

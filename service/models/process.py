@@ -15,8 +15,9 @@ ROLLOUT_STATES = ("running", "completed", "rolled_back", "cancelled", "failed")
 class ChangeRequest(db.Model):
     """A proposed change to a flag's targeting in a protected environment.
 
-    Exactly one of ``targeting`` (a full replacement) and ``patch`` (top-level
-    fields replacing the live ones when applied) is set. ``base_version`` is
+    Exactly one of ``targeting`` (a full replacement), ``patch`` (top-level
+    fields replacing the live ones when applied) and ``rollout`` (a guarded
+    rollout to start) is set. ``base_version`` is
     the flag's version the request was written against; ``revision`` counts
     edits (approvals count only for the current revision)."""
 
@@ -31,6 +32,7 @@ class ChangeRequest(db.Model):
     comment: Mapped[str] = mapped_column(sa.Text, default="")
     targeting: Mapped[dict | None] = mapped_column(JSONType)
     patch: Mapped[dict | None] = mapped_column(JSONType)
+    rollout: Mapped[dict | None] = mapped_column(JSONType)
     base_version: Mapped[int] = mapped_column()
     revision: Mapped[int] = mapped_column(default=1)
     bypass: Mapped[bool] = mapped_column(default=False)

@@ -27,12 +27,15 @@ class ChangeRequestCreateSchema(StrictSchema):
     targeting = ma.fields.Nested(TargetingSchema, metadata={"description": "The whole new targeting."})
     patch = ma.fields.Nested(TargetingPatchSchema, metadata={
         "description": "Top-level targeting fields that replace the live ones when applied."})
+    rollout = ma.fields.Nested("GuardedRolloutCreateSchema", metadata={
+        "description": "A guarded rollout to start when applied (body of POST .../rollouts)."})
     comment = _comment(load_default="")
 
 
 class ChangeRequestPatchSchema(StrictSchema):
     targeting = ma.fields.Nested(TargetingSchema)
     patch = ma.fields.Nested(TargetingPatchSchema)
+    rollout = ma.fields.Nested("GuardedRolloutCreateSchema")
     comment = _comment()
 
 
@@ -64,6 +67,7 @@ class ChangeRequestSchema(ma.Schema):
     comment = ma.fields.String()
     targeting = ma.fields.Dict(allow_none=True)
     patch = ma.fields.Dict(allow_none=True)
+    rollout = ma.fields.Dict(allow_none=True)
     base_version = ma.fields.Integer(metadata={"description": "The flag version the request is based on."})
     flag_version = ma.fields.Integer(metadata={"description": "The flag's version now."})
     conflict = ma.fields.Boolean(metadata={"description": "The flag changed since base_version (apply gets 409)."})

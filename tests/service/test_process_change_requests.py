@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from service.domain import announce as announcements
 from service.extensions import db
-from service.models import AuditEntry, ChangeRequest, FlagVersion
+from service.models import AuditEntry, ChangeRequest, FlagVersion, Rollout
 from service.worker import Worker
 
 from .support import ApiClient, make_token
@@ -323,3 +323,35 @@ def test_cancelling_the_schedule_returns_the_request_to_approved(protected, edit
     editor.patch(f"/api/v1/change-requests/{rid}", json={"comment": "later"})
     states = sorted(s["state"] for s in editor.get(f"{PROD}/schedules").json["items"])
     assert states == ["cancelled", "cancelled"]
+
+
+# ---------------------------------------------------------------- a guarded rollout through a change request
+
+def test_a_guarded_rollout_in_a_protected_environment_goes_through_a_change_request(protected, editor, reviewer,
+                                                                                      admin):
+    assert editor.post("/api/v1/metrics", json={"key": "buys", "event": "buy", "type": "conversion"}).status_code == 201
+    rollout = {"variation": "on", "from_variation": "off", "guardrails": ["buys"],
+               "steps": [{"percent": 20, "hold_hours": 24}, {"percent": 100, "hold_hours": 0}]}
+    direct = editor.post(f"{PROD}/rollouts", json=rollout)
+    assert direct.status_code == 409 and direct.json["error"]["code"] == "change_request_required"
+    bad = editor.post("/api/v1/change-requests", json={
+        "flag": "checkout", "environment": "production",
+        "rollout": {**rollout, "steps": [{"percent": 20, "hold_hours": 24}]}})
+    assert bad.status_code == 400 and "rollout.steps.0.percent" in bad.json["error"]["details"]
+    both = editor.post("/api/v1/change-requests", json={
+        "flag": "checkout", "environment": "production", "rollout": rollout, "patch": {"enabled": True}})
+    assert both.status_code == 400
+    rid = approved_request(editor, reviewer, admin, rollout=rollout, comment="Ramp the new checkout")
+    request = editor.get(f"/api/v1/change-requests/{rid}").json
+    assert request["rollout"]["steps"][0] == {"percent": 20, "hold_hours": 24} and request["diff"] == []
+    applied = editor.post(f"/api/v1/change-requests/{rid}/apply")
+    assert applied.status_code == 200, applied.json
+    started = editor.get(f"{PROD}/rollouts").json["items"]
+    assert len(started) == 1 and started[0]["state"] == "running" and started[0]["percent"] == 20
+    assert [r["id"] for r in editor.get(PROD).json["rules"]] == [f"rollout-{started[0]['id']}"]
+    # The rollout then moves production's traffic by itself (its approval covers its steps).
+    rollout_row = db.session.get(Rollout, started[0]["id"])
+    Worker(clock=lambda: rollout_row.step_started_at + timedelta(hours=25)).run_once()
+    db.session.expire_all()
+    assert editor.get(f"{PROD}/rollouts/{started[0]['id']}").json["state"] == "completed"
+    assert editor.get(PROD).json["fallthrough"] == {"variation": "on"}

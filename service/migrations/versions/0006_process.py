@@ -36,6 +36,7 @@ def upgrade():
     sa.Column('comment', sa.Text(), nullable=False),
     sa.Column('targeting', JSON, nullable=True),
     sa.Column('patch', JSON, nullable=True),
+    sa.Column('rollout', JSON, nullable=True),
     sa.Column('base_version', sa.Integer(), nullable=False),
     sa.Column('revision', sa.Integer(), nullable=False),
     sa.Column('bypass', sa.Boolean(), nullable=False),
