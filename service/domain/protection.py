@@ -75,13 +75,14 @@ def guard_rollback(flag: Flag, version: int) -> None:
         FlagVersion.flag_id == flag.id, FlagVersion.version == version))
     if target is None:
         return
+    from .flags import default_targeting  # flags calls this module: import at use
+
     live = dict(db.session.execute(sa.select(FlagTargeting.environment_id, FlagTargeting.targeting)
                                    .where(FlagTargeting.flag_id == flag.id)).all())
     for environment in protected:
         restored = (target.get("environments") or {}).get(environment.key)
-        if restored is not None and environment.id in live and restored != live[environment.id]:
-            raise _refuse(environment, f"a rollback that changes its targeting (to version {version})")
-        if restored is not None and environment.id not in live:
+        current = live.get(environment.id) or default_targeting(flag.variations)
+        if restored is not None and restored != current:
             raise _refuse(environment, f"a rollback that changes its targeting (to version {version})")
 
 

@@ -197,9 +197,10 @@ def _validate(flag: Flag, data: dict) -> list[dict]:
 
 
 def _experiment_key(flag: Flag, rollout: Rollout) -> str:
-    key = f"{flag.key[:80]}-rollout-{rollout.id}"
+    # Experiment keys are at most 100 characters: 70 + "-rollout-" + id + "-" + 6 hex fit.
+    key = f"{flag.key[:70]}-rollout-{rollout.id}"
     while db.session.scalars(sa.select(Experiment.id).where(Experiment.key == key)).first() is not None:
-        key = f"{flag.key[:80]}-rollout-{rollout.id}-{secrets.token_hex(3)}"
+        key = f"{flag.key[:70]}-rollout-{rollout.id}-{secrets.token_hex(3)}"
     return key
 
 

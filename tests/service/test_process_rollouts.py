@@ -279,3 +279,15 @@ def test_e2e_a_variation_without_effect_completes(flag, live_server, sdk_key):
     assert all(not m["harm"] for c in checks for m in c["metrics"])
     assert flag.get(PROD).json["fallthrough"] == {"variation": "on"}
     assert all("off" not in v[v.index("on"):] for v in assignments.values() if "on" in v)
+
+
+def test_the_experiment_key_fits_and_never_takes_a_users_key(editor):
+    key = "f" * 100
+    assert editor.post("/api/v1/flags", json={"key": key, "kind": "boolean", "variations": BOOL}).status_code == 201
+    path = f"/api/v1/flags/{key}/environments/production"
+    assert editor.put(path, json={"enabled": True, "off_variation": "off", "fallthrough": {"variation": "off"}}).status_code == 200
+    taken = f"{key[:70]}-rollout-1"
+    assert editor.post("/api/v1/experiments", json={"key": taken, "flag": key, "environment": "staging"}).status_code == 201
+    created = editor.post(f"{path}/rollouts", json={"variation": "on", "from_variation": "off", "steps": STEPS})
+    assert created.status_code == 201, created.json
+    assert created.json["experiment"].startswith(taken + "-") and len(created.json["experiment"]) <= 100
