@@ -32,7 +32,7 @@ from . import Actor, audit, protection, unit_of_work
 from . import flags as flag_domain
 from . import rollouts as rollout_domain
 from .announce import announce
-from .concurrency import locked, save
+from .concurrency import locked, race_is_conflict, save
 from .diff import json_diff
 from .environments import get as get_environment
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -209,6 +209,7 @@ def review(actor: Actor, request_id: int, decision: str, comment: str = "") -> C
     before = _snapshot(request)
     request.reviews.append(ChangeRequestReview(revision=request.revision, reviewer=actor.name, decision=decision,
                                                comment=comment or ""))
+    save()  # a racing identical review loses here (unique per reviewer and revision): 409
     _, environment = _parts(request)
     became_approved = False
     if decision == "reject":
@@ -330,7 +331,7 @@ def _apply_now(actor: Actor, request: ChangeRequest, flag: Flag, environment: En
     """Write the targeting, mark the request applied, audit it (the caller commits)."""
     note = f"Change request {request.id}" + (" (bypass)" if request.bypass else "")
     writer = Actor(actor.name, actor.request_id, actor.comment or note)
-    with protection.sanctioned(), unit_of_work.deferred():
+    with race_is_conflict(), protection.sanctioned(), unit_of_work.deferred():
         if request.rollout is not None:
             rollout_domain.create(writer, flag.key, environment.key, request.rollout)
         else:

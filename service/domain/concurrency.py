@@ -15,6 +15,9 @@ connection. API writes on SQLite are serialised by the same write lock; the
 models' version columns (``version_id_col``) turn a lost race into a 409.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -42,10 +45,19 @@ def locked(stmt, *, skip_locked: bool = False, of=None):
     return stmt.with_for_update(skip_locked=skip_locked, of=of)
 
 
-def save() -> None:
-    """Flush; a concurrent change to a versioned row becomes a 409 (nothing is written)."""
+@contextmanager
+def race_is_conflict() -> Iterator[None]:
+    """Losing a race to a concurrent writer inside this block becomes a 409 (nothing is
+    written): a versioned row changed meanwhile, or a unique row (a flag version, one
+    review per reviewer) was written first."""
     try:
-        db.session.flush()
-    except StaleDataError:
+        yield
+    except (StaleDataError, sa.exc.IntegrityError):
         raise Conflict("The resource was changed concurrently; reload it and try again.",
                        {"version": ["Changed by another request."]}) from None
+
+
+def save() -> None:
+    """Flush, a lost race becoming a 409 (:func:`race_is_conflict`)."""
+    with race_is_conflict():
+        db.session.flush()

@@ -355,3 +355,57 @@ def test_a_guarded_rollout_in_a_protected_environment_goes_through_a_change_requ
     db.session.expire_all()
     assert editor.get(f"{PROD}/rollouts/{started[0]['id']}").json["state"] == "completed"
     assert editor.get(PROD).json["fallthrough"] == {"variation": "on"}
+
+
+# ---------------------------------------------------------------- races, through a real server
+
+def _post(url: str, token: str, body: dict | None = None) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_racing_applies_and_reviews_count_once(protected, editor, live_server):
+    import threading
+
+    rid = open_request(editor, patch={"fallthrough": {"variation": "on"}})["id"]
+    base = f"{live_server.url}/api/v1/change-requests/{rid}"
+    rita, alice = make_token("editor", "rita"), make_token("admin", "alice")
+
+    def race(calls):
+        results = [None] * len(calls)
+        barrier = threading.Barrier(len(calls))
+
+        def run(i, call):
+            barrier.wait()
+            results[i] = call()
+
+        threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    # The same reviewer approving four times at once counts once.
+    statuses = race([lambda: _post(f"{base}/reviews", rita, {"decision": "approve"})] * 4)
+    assert statuses.count(201) == 1 and set(statuses) <= {201, 409, 503}, statuses  # 503: SQLite busy, retry
+    db.session.expire_all()
+    assert editor.get(f"/api/v1/change-requests/{rid}").json["approvals"] == 1
+    assert editor.post(f"/api/v1/change-requests/{rid}/reviews", json={"decision": "approve"}).status_code == 403
+    _post(f"{base}/reviews", alice, {"decision": "approve"})
+    # Four applies at once: one wins, the others get 409; one flag version, one audit entry.
+    versions = editor.get(FLAG).json["version"]
+    statuses = race([lambda: _post(f"{base}/apply", editor.token)] * 4)
+    assert statuses.count(200) == 1 and set(statuses) <= {200, 409, 503}, statuses
+    db.session.expire_all()
+    assert editor.get(FLAG).json["version"] == versions + 1
+    assert len(audit_entries("change_request", "apply")) == 1
