@@ -95,14 +95,14 @@ SERVING_FIELDS = ("traffic", "released_variation")
 
 def guard_experiment(experiment: Experiment, action: str, changes: dict | None = None) -> None:
     """Refuse experiment lifecycle writes in a protected environment, and any
-    write to an experiment a guarded rollout owns (it would fight the rollout).
+    write to the experiment of a running guarded rollout (it would fight the rollout).
 
     ``action`` is start | stop | conclude | update | delete; an update is
     guarded only when it changes serving (traffic, released_variation)."""
     if is_sanctioned():
         return
     rollout = rollout_of(experiment)
-    if rollout is not None:
+    if rollout is not None and rollout.state == "running":
         raise Conflict(f"Experiment '{experiment.key}' belongs to guarded rollout {rollout.id}; "
                        "the rollout manages it (cancel the rollout instead).",
                        {"experiment": [f"Managed by rollout {rollout.id}."]})

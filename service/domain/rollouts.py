@@ -259,7 +259,9 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
         owner=actor.name, tags=[TAG], flag_id=flag.id, environment_id=environment.id,
         variations=[{"variation": new, "weight": TOTAL // 2}, {"variation": old, "weight": TOTAL // 2}],
         control=old, traffic=traffic, unit="id", layer=None, salt=key,
-        primary_metric=guards[0] if guards else None, secondary_metrics=[], guardrail_metrics=guards,
+        # The first guardrail as primary metric (an experiment lists a metric once), so the
+        # experiment's results show every guardrail.
+        primary_metric=guards[0] if guards else None, secondary_metrics=[], guardrail_metrics=guards[1:],
         dimensions=[], status="running", started_at=utcnow(), version=1,
         analysis={**experiment_domain.DEFAULT_ANALYSIS, "sequential": True, "alpha": alpha / max(1, len(guards))})
     db.session.add(experiment)

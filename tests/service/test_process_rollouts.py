@@ -291,3 +291,12 @@ def test_the_experiment_key_fits_and_never_takes_a_users_key(editor):
     created = editor.post(f"{path}/rollouts", json={"variation": "on", "from_variation": "off", "steps": STEPS})
     assert created.status_code == 201, created.json
     assert created.json["experiment"].startswith(taken + "-") and len(created.json["experiment"]) <= 100
+
+
+def test_a_finished_rollouts_experiment_is_an_ordinary_concluded_experiment(flag):
+    rollout = start(flag).json
+    assert flag.post(f"{PROD}/rollouts/{rollout['id']}/cancel").status_code == 200
+    assert flag.patch(f"/api/v1/experiments/{rollout['experiment']}", json={"name": "Old rollout"}).status_code == 200
+    assert flag.delete(f"/api/v1/experiments/{rollout['experiment']}").status_code == 204
+    gone = flag.get(f"{PROD}/rollouts/{rollout['id']}").json
+    assert gone["state"] == "cancelled" and gone["experiment"] is None
