@@ -8,8 +8,8 @@ that change what its SDKs serve call one guard at their top:
   change a protected environment's targeting),
 * :func:`guard_experiment` in experiment start/stop/conclude (and in update
   and delete: those change serving when they move traffic or a released
-  variation, and an experiment owned by a guarded rollout is managed by the
-  rollout alone).
+  variation, and the experiment of a running guarded rollout is managed by
+  the rollout alone).
 
 Each raises :class:`ChangeRequestRequired` (409 ``change_request_required``)
 unless the caller runs inside :func:`sanctioned`: the change-request apply,
