@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 import click
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, has_app_context
 from prometheus_client.core import GaugeMetricFamily
 
 from .domain import rollouts, schedules
@@ -116,6 +116,8 @@ class QueueCollector:
                                   labels=["queue"])]
 
     def collect(self):
+        if not has_app_context():  # scraped outside a request: nothing to read from
+            return
         now = utcnow()
         try:
             stats = {"schedules": schedules.queue_stats(now), "rollouts": rollouts.queue_stats(now)}
