@@ -17,6 +17,10 @@ export FLASK_APP := service
 
 .PHONY: serve edge test bench lint migrate fuzz clean
 
+# `make serve` runs the worker (scheduled changes, guarded rollouts) beside
+# gunicorn: service/serve.py starts both and stops both on Ctrl-C.
+SERVE_WITH_WORKER = $(BIN)/python -m service.serve
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -41,7 +45,7 @@ serve: migrate
 	@$(BIN)/flask tokens dev --file $(INSTANCE)/dev-admin-token
 	@rm -rf $(INSTANCE)/prometheus && mkdir -p $(INSTANCE)/prometheus
 	PROMETHEUS_MULTIPROC_DIR=$(INSTANCE)/prometheus PORT=$(PORT) \
-		$(BIN)/gunicorn -c python:service.gunicorn_conf 'service:create_app()'
+		$(SERVE_WITH_WORKER) $(BIN)/gunicorn -c python:service.gunicorn_conf 'service:create_app()'
 
 # The edge: SDKs point at it exactly as at the service (docs/delivery.md).
 edge: $(VENV)/.installed-serve

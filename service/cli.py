@@ -53,3 +53,7 @@ def init_app(app) -> None:
     app.cli.add_command(results)
     for command in flags_as_code_commands():
         app.cli.add_command(command)
+
+    from . import worker
+
+    worker.init_app(app)

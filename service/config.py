@@ -84,4 +84,10 @@ def from_environment() -> dict:
         # Reverse proxies in front of the service whose X-Forwarded-Proto/-For/-Host
         # are trusted (0: none; the session cookie is Secure on HTTPS requests).
         "TRUSTED_PROXIES": _int("PITCREW_TRUSTED_PROXIES", 0),
+        # Seconds the worker sleeps between passes over due work (scheduled
+        # changes are applied within about this long of their time).
+        "WORKER_POLL_INTERVAL": float(os.environ.get("WORKER_POLL_INTERVAL", "1")),
+        # Seconds between guardrail checks of a running guarded rollout
+        # within a step (a step's end is always checked).
+        "ROLLOUT_CHECK_INTERVAL": float(os.environ.get("ROLLOUT_CHECK_INTERVAL", "300")),
     }

@@ -11,11 +11,18 @@ import sqlalchemy as sa
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
-from .domain.errors import Conflict, DomainError, NotFound, PreconditionFailed, ValidationFailed
+from .domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 
 log = logging.getLogger("pitcrew.errors")
 
-DOMAIN_STATUS = {ValidationFailed: 400, NotFound: 404, Conflict: 409, PreconditionFailed: 412}
+DOMAIN_STATUS = {ValidationFailed: 400, Forbidden: 403, NotFound: 404, Conflict: 409, PreconditionFailed: 412}
 
 HTTP_CODES = {
     400: "bad_request",
@@ -124,6 +131,19 @@ def handle_out_of_range(error: Exception):
                           {"_body": ["A number in the request is too large to store."]})
 
 
+def handle_operational(error: sa.exc.OperationalError):
+    """SQLite refusing a write because a concurrent one committed first ("database is
+    locked": a stale read snapshot cannot be upgraded to a writer) is transient: 503, retry."""
+    from .extensions import db
+
+    message = str(getattr(error, "orig", error)).lower()
+    if "database is locked" not in message and "database is busy" not in message:
+        return handle_unexpected(error)
+    db.session.rollback()
+    return error_response(503, "unavailable", "The database is busy with a concurrent change; retry.",
+                          headers={"Retry-After": "1"})
+
+
 def handle_unexpected(error: Exception):
     log.exception("unhandled error")
     return error_response(500, "internal_error", "An unexpected error occurred.")
@@ -134,4 +154,5 @@ def register(app) -> None:
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(sa.exc.DataError, handle_out_of_range)
     app.register_error_handler(OverflowError, handle_out_of_range)
+    app.register_error_handler(sa.exc.OperationalError, handle_operational)
     app.register_error_handler(Exception, handle_unexpected)

@@ -27,6 +27,9 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 request_log = logging.getLogger("pitcrew.request")
+# Collectors that compute their values when scraped, from the database (the
+# worker's queues: service/worker.py), so any process serves the same figures.
+SCRAPE_REGISTRY = CollectorRegistry(auto_describe=True)
 
 
 class JsonFormatter(logging.Formatter):
@@ -67,6 +70,7 @@ def metrics_response() -> Response:
         body = generate_latest(registry)
     else:
         body = generate_latest()
+    body += generate_latest(SCRAPE_REGISTRY)
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -2,15 +2,17 @@
 
 from . import (
               audit,
+              change_requests,
               environments,
               experiments,
               flags,
               flags_as_code,
               metrics,
+              process,
               segments,
               tokens,
               tools,
 )
 
 BLUEPRINTS = [environments.blp, flags.blp, segments.blp, metrics.blp, experiments.blp, tools.blp, tokens.blp,
-              audit.blp, flags_as_code.blp]
+              audit.blp, change_requests.blp, process.blp, flags_as_code.blp]

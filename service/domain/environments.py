@@ -3,17 +3,30 @@ import sqlalchemy as sa
 from ..extensions import db
 from ..models import Environment
 from . import Actor, audit, unit_of_work
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, ValidationFailed
 from .pagination import Page, paginate
 from .versioning import check_version
 
 DEFAULT_ENVIRONMENTS = (("development", "Development"), ("staging", "Staging"), ("production", "Production"))
-FIELDS = ("name", "description", "protected")
+FIELDS = ("name", "description", "approvals_required")
 
 
 def snapshot(env: Environment) -> dict:
     return {"key": env.key, "name": env.name, "description": env.description,
-            "protected": env.protected, "version": env.version}
+            "approvals_required": env.approvals_required, "protected": env.protected, "version": env.version}
+
+
+def _approvals(data: dict, current: int) -> int:
+    """``approvals_required`` from a write; ``protected`` is its older boolean alias
+    (true = at least one approval, false = none)."""
+    approvals = data.get("approvals_required", current)
+    if "protected" in data:
+        if "approvals_required" in data and data["protected"] != (approvals > 0):
+            raise ValidationFailed("protected and approvals_required disagree.", {"protected": [
+                "protected is true exactly when approvals_required > 0; send approvals_required alone."]})
+        if "approvals_required" not in data:
+            approvals = max(current, 1) if data["protected"] else 0
+    return approvals
 
 
 def get(key: str) -> Environment:
@@ -31,7 +44,7 @@ def create(actor: Actor, data: dict) -> Environment:
     if db.session.scalars(sa.select(Environment.id).where(Environment.key == data["key"])).first():
         raise Conflict(f"Environment '{data['key']}' already exists.", {"key": ["Already exists."]})
     env = Environment(key=data["key"], name=data.get("name") or data["key"],
-                      description=data.get("description", ""), protected=data.get("protected", False))
+                      description=data.get("description", ""), approvals_required=_approvals(data, 0))
     db.session.add(env)
     db.session.flush()
     audit.record(actor, "create", "environment", env.key, environment=env.key, after=snapshot(env))
@@ -43,6 +56,7 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
     env = get(key)
     check_version(env.version, if_match)
     before = snapshot(env)
+    changes = {**changes, "approvals_required": _approvals(changes, env.approvals_required)}
     for field in FIELDS:
         if field in changes:
             setattr(env, field, changes[field])

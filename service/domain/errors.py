@@ -26,6 +26,12 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class Forbidden(DomainError):
+    """The caller's role or identity may not do this (e.g. approve their own change request)."""
+
+    code = "forbidden"
+
+
 class PreconditionFailed(DomainError):
     """The caller's If-Match names a version that is no longer current."""
 

@@ -29,7 +29,7 @@ from ..extensions import db
 from ..models import Environment, Event, Experiment, Flag
 from ..models.event import EXPOSURE
 from ..models.types import utcnow
-from . import Actor, audit, ruleset_versions, unit_of_work
+from . import Actor, audit, protection, ruleset_versions, unit_of_work
 from . import flags as flag_domain
 from . import metrics as metric_domain
 from .environments import get as get_environment
@@ -247,6 +247,7 @@ def create(actor: Actor, data: dict) -> Experiment:
 
 def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Experiment:
     experiment = get(key)
+    protection.guard_experiment(experiment, "update", changes)
     check_version(experiment.version, if_match)
     status = experiment.status
     errors: dict[str, list[str]] = {}
@@ -305,6 +306,7 @@ def _layer_conflicts(experiment: Experiment) -> list[str]:
 
 def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
     experiment = get(key)
+    protection.guard_experiment(experiment, "start")
     check_version(experiment.version, if_match)
     if experiment.status != "draft":
         raise Conflict(f"Only a draft experiment can start; '{key}' is {experiment.status}.",
@@ -335,6 +337,7 @@ def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
 
 def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
     experiment = get(key)
+    protection.guard_experiment(experiment, "stop")
     check_version(experiment.version, if_match)
     if experiment.status != "running":
         raise Conflict(f"Only a running experiment can stop; '{key}' is {experiment.status}.",
@@ -347,6 +350,7 @@ def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
 
 def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
     experiment = get(key)
+    protection.guard_experiment(experiment, "conclude")
     check_version(experiment.version, if_match)
     if experiment.status not in ("running", "stopped"):
         raise Conflict(f"Only a running or stopped experiment can be concluded; '{key}' is {experiment.status}.",
@@ -379,6 +383,7 @@ def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) ->
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
     experiment = get(key)
+    protection.guard_experiment(experiment, "delete")
     check_version(experiment.version, if_match)
     if experiment.status == "running":
         raise Conflict(f"Experiment '{key}' is running; stop it before deleting it.",

@@ -15,7 +15,7 @@ from pitcrew.evaluation.validation import variations_errors
 
 from ..extensions import db
 from ..models import Environment, Experiment, Flag, FlagTargeting, FlagVersion, Segment
-from . import Actor, audit, ruleset_versions, unit_of_work
+from . import Actor, audit, protection, ruleset_versions, unit_of_work
 from .diff import json_diff
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
@@ -366,6 +366,7 @@ def put_targeting(actor: Actor, key: str, environment_key: str, targeting: dict,
                   if_match: int | None = None, action: str = "update_targeting") -> tuple[Flag, dict]:
     flag = get(key)
     environment = get_environment(environment_key)
+    protection.guard_targeting(environment)
     check_version(flag.version, if_match)
     targeting = _normalise_targeting(targeting)
     _check_targeting(flag, environment, targeting, flag.variations)
@@ -389,6 +390,7 @@ def patch_targeting(actor: Actor, key: str, environment_key: str, changes: dict,
 def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) -> Flag:
     """Write a new version whose content equals ``version``'s (environments created since keep theirs)."""
     flag = get(key)
+    protection.guard_rollback(flag, version)
     check_version(flag.version, if_match)
     target = db.session.scalars(sa.select(FlagVersion).where(
         FlagVersion.flag_id == flag.id, FlagVersion.version == version)).first()

@@ -5,8 +5,10 @@ from .environment import Environment, SdkKey
 from .event import Event, FlagEvaluation
 from .experiment import STATUSES, Experiment, Metric
 from .flag import Flag, FlagTargeting, FlagVersion
+from .process import ChangeRequest, ChangeRequestReview, Rollout, RolloutCheck, ScheduledChange
 from .segment import Segment
 from .token import ROLES, Token
 
-__all__ = ["AuditEntry", "Environment", "Event", "Experiment", "Flag", "FlagEvaluation", "FlagTargeting",
-           "FlagVersion", "Metric", "ROLES", "SdkKey", "STATUSES", "Segment", "Token"]
+__all__ = ["AuditEntry", "ChangeRequest", "ChangeRequestReview", "Environment", "Event", "Experiment", "Flag",
+           "FlagEvaluation", "FlagTargeting", "FlagVersion", "Metric", "ROLES", "Rollout", "RolloutCheck",
+           "ScheduledChange", "SdkKey", "STATUSES", "Segment", "Token"]

@@ -21,7 +21,9 @@ class Environment(db.Model):
     key: Mapped[str] = mapped_column(sa.String(100), unique=True)
     name: Mapped[str] = mapped_column(sa.String(200))
     description: Mapped[str] = mapped_column(sa.Text, default="")
-    protected: Mapped[bool] = mapped_column(default=False)
+    # Approvals a change request needs before it applies here; > 0 makes the
+    # environment protected: direct targeting writes are refused (docs/process.md).
+    approvals_required: Mapped[int] = mapped_column(default=0)
     version: Mapped[int] = mapped_column(default=1)
     # Bumped by every change to anything in this environment's SDK ruleset.
     ruleset_version: Mapped[int] = mapped_column(sa.BigInteger, default=initial_ruleset_version)
@@ -31,6 +33,19 @@ class Environment(db.Model):
     sdk_keys: Mapped[list["SdkKey"]] = relationship(
         back_populates="environment", cascade="all, delete-orphan", passive_deletes=True
     )
+
+    @property
+    def protected(self) -> bool:
+        """Whether changes here go through change requests (``approvals_required > 0``)."""
+        return (self.approvals_required or 0) > 0
+
+    @protected.setter
+    def protected(self, value: bool) -> None:
+        # The older boolean, kept as an alias: true means "at least one approval".
+        if value and not self.protected:
+            self.approvals_required = 1
+        elif not value:
+            self.approvals_required = 0
 
 
 class SdkKey(db.Model):

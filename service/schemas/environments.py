@@ -2,6 +2,8 @@ import marshmallow as ma
 
 from .common import Key, StrictSchema, page_schema
 
+MAX_APPROVALS = 20
+
 
 class SdkKeySchema(ma.Schema):
     id = ma.fields.Integer(dump_only=True)
@@ -26,7 +28,11 @@ class EnvironmentSchema(StrictSchema):
     key = Key(required=True)
     name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
     description = ma.fields.String(load_default="", validate=ma.validate.Length(max=2000))
-    protected = ma.fields.Boolean(load_default=False)
+    approvals_required = ma.fields.Integer(
+        strict=True, validate=ma.validate.Range(min=0, max=MAX_APPROVALS),
+        metadata={"description": "Approvals a change request needs here; 0 (default) = not protected."})
+    protected = ma.fields.Boolean(metadata={
+        "description": "true when approvals_required > 0; writing it is an alias (true = 1 approval)."})
     version = ma.fields.Integer(dump_only=True)
     ruleset_version = ma.fields.Integer(dump_only=True)
     created_at = ma.fields.DateTime(dump_only=True)
@@ -40,6 +46,7 @@ class EnvironmentSchema(StrictSchema):
 class EnvironmentPatchSchema(StrictSchema):
     name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
     description = ma.fields.String(validate=ma.validate.Length(max=2000))
+    approvals_required = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=0, max=MAX_APPROVALS))
     protected = ma.fields.Boolean()
 
 

@@ -1,0 +1,211 @@
+"""Change requests, scheduled changes and guarded rollouts (docs/process.md)."""
+
+from datetime import UTC
+
+import marshmallow as ma
+
+from ..models.process import CHANGE_REQUEST_STATES, ROLLOUT_STATES, SCHEDULE_STATES
+from .common import PageQuerySchema, StrictSchema, page_schema
+from .flags import DiffEntrySchema, TargetingPatchSchema, TargetingSchema
+
+MAX_COMMENT = 5000
+
+
+def _comment(**kwargs):
+    return ma.fields.String(validate=ma.validate.Length(max=MAX_COMMENT), **kwargs)
+
+
+def _when(**kwargs):
+    return ma.fields.AwareDateTime(default_timezone=UTC, **kwargs)
+
+
+# ---------------------------------------------------------------- change requests
+
+class ChangeRequestCreateSchema(StrictSchema):
+    flag = ma.fields.String(required=True)
+    environment = ma.fields.String(required=True)
+    targeting = ma.fields.Nested(TargetingSchema, metadata={"description": "The whole new targeting."})
+    patch = ma.fields.Nested(TargetingPatchSchema, metadata={
+        "description": "Top-level targeting fields that replace the live ones when applied."})
+    rollout = ma.fields.Nested("GuardedRolloutCreateSchema", metadata={
+        "description": "A guarded rollout to start when applied (body of POST .../rollouts)."})
+    comment = _comment(load_default="")
+
+
+class ChangeRequestPatchSchema(StrictSchema):
+    targeting = ma.fields.Nested(TargetingSchema)
+    patch = ma.fields.Nested(TargetingPatchSchema)
+    rollout = ma.fields.Nested("GuardedRolloutCreateSchema")
+    comment = _comment()
+
+
+class ReviewSchema(StrictSchema):
+    decision = ma.fields.String(required=True, validate=ma.validate.OneOf(("approve", "reject")))
+    comment = _comment(load_default="")
+
+
+class ApplySchema(StrictSchema):
+    at = _when(load_default=None, metadata={"description": "Apply at this time (the request is scheduled)."})
+    bypass = ma.fields.Boolean(load_default=False, metadata={
+        "description": "Admins only: apply without the required approvals (audited as a bypass)."})
+
+
+class ReviewEntrySchema(ma.Schema):
+    reviewer = ma.fields.String()
+    decision = ma.fields.String()
+    comment = ma.fields.String()
+    revision = ma.fields.Integer()
+    created_at = ma.fields.DateTime()
+
+
+class ChangeRequestSchema(ma.Schema):
+    id = ma.fields.Integer()
+    flag = ma.fields.String()
+    environment = ma.fields.String()
+    state = ma.fields.String(metadata={"description": ", ".join(CHANGE_REQUEST_STATES)})
+    author = ma.fields.String()
+    comment = ma.fields.String()
+    targeting = ma.fields.Dict(allow_none=True)
+    patch = ma.fields.Dict(allow_none=True)
+    rollout = ma.fields.Dict(allow_none=True)
+    base_version = ma.fields.Integer(metadata={"description": "The flag version the request is based on."})
+    flag_version = ma.fields.Integer(metadata={"description": "The flag's version now."})
+    conflict = ma.fields.Boolean(metadata={"description": "The flag changed since base_version (apply gets 409)."})
+    revision = ma.fields.Integer()
+    approvals = ma.fields.Integer()
+    approvals_required = ma.fields.Integer()
+    approved_by = ma.fields.List(ma.fields.String())
+    reviews = ma.fields.List(ma.fields.Nested(ReviewEntrySchema))
+    bypass = ma.fields.Boolean()
+    at = ma.fields.DateTime(allow_none=True)
+    applied_at = ma.fields.DateTime(allow_none=True)
+    applied_by = ma.fields.String(allow_none=True)
+    applied_version = ma.fields.Integer(allow_none=True)
+    closed_by = ma.fields.String(allow_none=True)
+    failure_reason = ma.fields.String(allow_none=True)
+    live = ma.fields.Dict(metadata={"description": "The environment's live targeting."})
+    proposed = ma.fields.Dict(metadata={"description": "The targeting if the request were applied now."})
+    diff = ma.fields.List(ma.fields.Nested(DiffEntrySchema), metadata={"description": "live -> proposed"})
+    version = ma.fields.Integer()
+    created_at = ma.fields.DateTime()
+    updated_at = ma.fields.DateTime()
+
+
+class ChangeRequestQuerySchema(PageQuerySchema):
+    flag = ma.fields.String(load_default=None)
+    environment = ma.fields.String(load_default=None)
+    state = ma.fields.String(load_default=None, validate=ma.validate.OneOf(CHANGE_REQUEST_STATES))
+
+
+ChangeRequestPageSchema = page_schema(ChangeRequestSchema, "ChangeRequestPage")
+
+
+# ---------------------------------------------------------------- scheduled changes
+
+class ScheduleCreateSchema(StrictSchema):
+    at = _when(required=True)
+    patch = ma.fields.Nested(TargetingPatchSchema, required=True)
+    comment = _comment(load_default="")
+
+
+class ScheduleSchema(ma.Schema):
+    id = ma.fields.Integer()
+    flag = ma.fields.String()
+    environment = ma.fields.String()
+    at = ma.fields.DateTime()
+    state = ma.fields.String(metadata={"description": ", ".join(SCHEDULE_STATES)})
+    kind = ma.fields.String(metadata={"description": "patch | change_request"})
+    patch = ma.fields.Dict(allow_none=True)
+    targeting = ma.fields.Dict(allow_none=True)
+    change_request = ma.fields.Integer(allow_none=True)
+    author = ma.fields.String()
+    comment = ma.fields.String()
+    applied_at = ma.fields.DateTime(allow_none=True)
+    applied_version = ma.fields.Integer(allow_none=True)
+    failure_reason = ma.fields.String(allow_none=True)
+    version = ma.fields.Integer()
+    created_at = ma.fields.DateTime()
+    updated_at = ma.fields.DateTime()
+
+
+class ScheduleQuerySchema(PageQuerySchema):
+    state = ma.fields.String(load_default=None, validate=ma.validate.OneOf(SCHEDULE_STATES))
+
+
+class FlagScheduleQuerySchema(ScheduleQuerySchema):
+    environment = ma.fields.String(load_default=None)
+
+
+SchedulePageSchema = page_schema(ScheduleSchema, "SchedulePage")
+
+
+# ---------------------------------------------------------------- guarded rollouts
+
+class StepSchema(StrictSchema):
+    percent = ma.fields.Float(required=True, validate=ma.validate.Range(min=0, max=100, min_inclusive=False))
+    hold_hours = ma.fields.Float(required=True, validate=ma.validate.Range(min=0, max=24 * 366))
+
+
+class GuardedRolloutCreateSchema(StrictSchema):
+    variation = ma.fields.String(required=True, metadata={"description": "The variation rolled out."})
+    from_variation = ma.fields.String(required=True, metadata={
+        "description": "The variation the fallthrough serves now (restored on rollback)."})
+    steps = ma.fields.List(ma.fields.Nested(StepSchema), required=True, metadata={
+        "description": "Increasing percents ending with 100 (hold 0); each held hold_hours before the next."})
+    guardrails = ma.fields.List(ma.fields.String(), load_default=list, validate=ma.validate.Length(max=20),
+                                metadata={"description": "Metric keys watched for harm."})
+    alpha = ma.fields.Float(load_default=0.05, validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False),
+                            metadata={"description": "False-rollback rate bound (split over the guardrails)."})
+    comment = _comment(load_default="")
+
+
+class GuardedRolloutCheckSchema(ma.Schema):
+    id = ma.fields.Integer()
+    checked_at = ma.fields.DateTime()
+    step = ma.fields.Integer()
+    percent = ma.fields.Float()
+    decision = ma.fields.String(metadata={"description": "hold | advance | complete | rollback"})
+    units = ma.fields.Dict()
+    metrics = ma.fields.List(ma.fields.Dict(), metadata={
+        "description": "Per guardrail: units, values, estimate (absolute lift), ci, p_value, harm."})
+
+
+class GuardedRolloutSchema(ma.Schema):
+    id = ma.fields.Integer()
+    flag = ma.fields.String()
+    environment = ma.fields.String()
+    state = ma.fields.String(metadata={"description": ", ".join(ROLLOUT_STATES)})
+    variation = ma.fields.String()
+    from_variation = ma.fields.String()
+    steps = ma.fields.List(ma.fields.Dict())
+    guardrails = ma.fields.List(ma.fields.String())
+    alpha = ma.fields.Float()
+    step = ma.fields.Integer(metadata={"description": "Index of the current step."})
+    percent = ma.fields.Float(metadata={"description": "Share of the fallthrough's units served variation."})
+    step_started_at = ma.fields.DateTime()
+    step_ends_at = ma.fields.DateTime(allow_none=True)
+    next_check_at = ma.fields.DateTime(allow_none=True)
+    last_checked_at = ma.fields.DateTime(allow_none=True)
+    experiment = ma.fields.String(allow_none=True, metadata={
+        "description": "The rollout's own experiment (its results are the guardrail numbers)."})
+    rule_id = ma.fields.String()
+    reason = ma.fields.String(allow_none=True)
+    author = ma.fields.String()
+    comment = ma.fields.String()
+    latest_check = ma.fields.Nested(GuardedRolloutCheckSchema, allow_none=True)
+    finished_at = ma.fields.DateTime(allow_none=True)
+    version = ma.fields.Integer()
+    created_at = ma.fields.DateTime()
+    updated_at = ma.fields.DateTime()
+
+
+class GuardedRolloutQuerySchema(PageQuerySchema):
+    state = ma.fields.String(load_default=None, validate=ma.validate.OneOf(ROLLOUT_STATES))
+
+
+class FlagGuardedRolloutQuerySchema(GuardedRolloutQuerySchema):
+    environment = ma.fields.String(load_default=None)
+
+
+GuardedRolloutPageSchema = page_schema(GuardedRolloutSchema, "GuardedRolloutPage")
+GuardedRolloutCheckPageSchema = page_schema(GuardedRolloutCheckSchema, "GuardedRolloutCheckPage")
