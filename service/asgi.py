@@ -34,6 +34,8 @@ from .observability import REQUESTS
 log = logging.getLogger("pitcrew.asgi")
 
 NATIVE_PATHS = frozenset({protocol.CONFIG_PATH, protocol.STREAM_PATH})
+# Bytes of an unread request body read and discarded before an early answer.
+DRAIN_LIMIT = 16 * 1024 * 1024
 
 
 def wrap(flask_app: Flask, threads: int = 16):
@@ -93,6 +95,37 @@ def wrap(flask_app: Flask, threads: int = 16):
         count(path, status)
         return True
 
+    async def to_flask(scope, receive, send):
+        """Run the Flask app; if it answers before reading the whole request
+        body (413, 401, 415...), read and discard the rest first (up to
+        DRAIN_LIMIT), so the client, still sending, receives the answer
+        instead of a reset connection."""
+        body_done = False
+
+        async def tracked_receive():
+            nonlocal body_done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def draining_send(message):
+            if message["type"] == "http.response.start" and not body_done:
+                await drain()
+            await send(message)
+
+        async def drain():
+            nonlocal body_done
+            declared = sdk_asgi.header(scope, b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > DRAIN_LIMIT):
+                return  # not worth reading: the connection closes after the answer
+            seen = 0
+            while not body_done and seen <= DRAIN_LIMIT:
+                message = await tracked_receive()
+                seen += len(message.get("body", b""))
+
+        await wsgi(scope, tracked_receive, draining_send)
+
     async def app(scope, receive, send):
         kind = scope["type"]
         if kind == "http":
@@ -100,7 +133,7 @@ def wrap(flask_app: Flask, threads: int = 16):
                 delivery.start(asyncio.get_running_loop())  # no-op once started
                 if await native(scope, receive, send):
                     return
-            await wsgi(scope, receive, send)
+            await to_flask(scope, receive, send)
         elif kind == "lifespan":
             while True:
                 message = await receive()
