@@ -1,9 +1,10 @@
 import marshmallow as ma
 
-from .common import Key, StrictSchema, page_schema
+from ..domain import limits
+from .common import BaseSchema, Key, StrictSchema, Text, page_schema
 
 
-class SdkKeySchema(ma.Schema):
+class SdkKeySchema(BaseSchema):
     id = ma.fields.Integer(dump_only=True)
     name = ma.fields.String()
     prefix = ma.fields.String(dump_only=True, metadata={"description": "First characters of the key, for recognising it."})
@@ -13,10 +14,10 @@ class SdkKeySchema(ma.Schema):
 
 
 class SdkKeyCreateSchema(StrictSchema):
-    name = ma.fields.String(load_default="", validate=ma.validate.Length(max=200))
+    name = Text(limits.NAME_CHARS, load_default="")
 
 
-class SdkKeyCreatedSchema(ma.Schema):
+class SdkKeyCreatedSchema(BaseSchema):
     id = ma.fields.Integer(required=True)
     environment = ma.fields.String(required=True)
     key = ma.fields.String(required=True, metadata={"description": "The secret; shown only this once."})
@@ -24,8 +25,8 @@ class SdkKeyCreatedSchema(ma.Schema):
 
 class EnvironmentSchema(StrictSchema):
     key = Key(required=True)
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    description = ma.fields.String(load_default="", validate=ma.validate.Length(max=2000))
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    description = Text(limits.DESCRIPTION_CHARS, load_default="")
     protected = ma.fields.Boolean(load_default=False)
     version = ma.fields.Integer(dump_only=True)
     ruleset_version = ma.fields.Integer(dump_only=True)
@@ -38,8 +39,8 @@ class EnvironmentSchema(StrictSchema):
 
 
 class EnvironmentPatchSchema(StrictSchema):
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    description = ma.fields.String(validate=ma.validate.Length(max=2000))
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    description = Text(limits.DESCRIPTION_CHARS)
     protected = ma.fields.Boolean()
 
 
