@@ -3,18 +3,16 @@ POST /sdk/v1/evaluate (remote evaluation through the same engine)."""
 
 import json
 import time
-import uuid
 
 import marshmallow as ma
 from flask import Response, current_app, g, request, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from pitcrew.evaluation import evaluate
 from pitcrew.events import exposure_attributes, iso_ts
 
 from .. import ingest, ruleset
-from ..extensions import db
+from ..extensions import Blueprint, db
 from ..schemas.common import StrictSchema
 
 blp = Blueprint("sdk", __name__, url_prefix="/sdk/v1", description="For SDKs (SDK key auth).")
@@ -109,8 +107,8 @@ class Evaluate(MethodView):
 
 # Exposure ids derive from (environment, experiment, unit, variation), so
 # evaluating the same unit again stores nothing new: the ingestion's
-# idempotency by id is the deduplication an SDK does with its LRU.
-_EXPOSURE_NAMESPACE = uuid.UUID("4f0b7c52-2b1e-4c1b-9a57-0d7e3c2a9b11")
+# idempotency by id is the deduplication an SDK does with its LRU. They are
+# an HMAC under the server's secret, so nobody can pre-empt them.
 
 
 def remote_exposures(environment_id: int, compiled, context, results) -> list[dict]:
@@ -120,9 +118,10 @@ def remote_exposures(environment_id: int, compiled, context, results) -> list[di
     for result in results:
         if not result.in_experiment:
             continue
-        name = f"{environment_id}:{result.experiment}:{result.unit}:{result.variation}"
+        event_id = ingest.server_event_id(current_app.config["SECRET_KEY"], environment_id, result.experiment,
+                                          result.unit, result.variation)
         events.append({
-            "id": str(uuid.uuid5(_EXPOSURE_NAMESPACE, name)), "type": "exposure", "ts": now,
+            "id": event_id, "type": "exposure", "ts": now,
             "unit": result.unit, "experiment": result.experiment, "variation": result.variation,
             "attributes": exposure_attributes(compiled.experiment(result.experiment) or {}, context),
         })
