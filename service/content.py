@@ -15,6 +15,7 @@ event must not cost the others in its batch).
 """
 
 import json
+import math
 
 from flask import request
 
@@ -32,17 +33,41 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+_EXACT_INTEGERS = 2.0 ** 53
+
+
+def _number(text: str):
+    """A JSON number with a fraction or exponent, as stored the same way by every database.
+
+    Beyond 2**53 every double is an integer, and PostgreSQL's jsonb keeps the
+    decimal text (2.251799759896167e+16 reads back as 22517997598961670, a
+    different number in Python): such values become the exact integer of
+    the double, which both databases keep and which compares equal to it.
+    Numbers too large for a double (1e400) are not accepted."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:30]} is out of range")
+    if abs(value) >= _EXACT_INTEGERS:
+        return int(value)
+    return value
+
+
 def parse_json(data: bytes, *, max_depth: int | None = limits.MAX_JSON_DEPTH, allow_nan: bool = False):
     """The decoded JSON document, or ApiError 400 ``malformed_json``.
 
     ``NaN`` and ``Infinity`` (which Python's parser accepts, but JSON and the
-    databases do not) are malformed unless ``allow_nan``."""
+    databases do not) and numbers beyond a double are malformed unless
+    ``allow_nan`` (events check their values one by one)."""
     try:
-        value = json.loads(data) if allow_nan else json.loads(data, parse_constant=_no_constants)
+        if allow_nan:
+            value = json.loads(data)
+        else:
+            value = json.loads(data, parse_constant=_no_constants, parse_float=_number)
     except RecursionError:
         raise _too_deep(max_depth or limits.MAX_JSON_DEPTH) from None
-    except ValueError:  # includes JSONDecodeError and UnicodeDecodeError
-        raise ApiError(400, "malformed_json", "The request body is not valid JSON.") from None
+    except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
+        raise ApiError(400, "malformed_json", "The request body is not valid JSON.",
+                       {"_body": [str(exc)[:200]]}) from None
     # Counting brackets is cheap and rules out deep nesting for most bodies.
     if max_depth is not None and data.count(b"[") + data.count(b"{") > max_depth \
             and _deeper_than(value, max_depth):

@@ -31,6 +31,20 @@ class StrictSchema(BaseSchema):
         unknown = ma.RAISE
 
 
+class StrictBoolean(ma.fields.Boolean):
+    """A JSON boolean, nothing else: ``"yes"``, ``"true"``, ``1`` are errors, not booleans.
+
+    (marshmallow's Boolean coerces such values; query strings, which are
+    text, keep using it.)"""
+
+    default_error_messages = {"invalid": "Must be true or false (a JSON boolean)."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value is True or value is False:
+            return value
+        raise self.make_error("invalid")
+
+
 def Key(**kwargs):
     return ma.fields.String(validate=ma.validate.Regexp(KEY_PATTERN, error=KEY_MESSAGE), **kwargs)
 

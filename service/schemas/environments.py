@@ -1,7 +1,7 @@
 import marshmallow as ma
 
 from ..domain import limits
-from .common import BaseSchema, Key, StrictSchema, Text, page_schema
+from .common import BaseSchema, Key, StrictBoolean, StrictSchema, Text, page_schema
 
 
 class SdkKeySchema(BaseSchema):
@@ -27,7 +27,7 @@ class EnvironmentSchema(StrictSchema):
     key = Key(required=True)
     name = Text(limits.NAME_CHARS, min_chars=1)
     description = Text(limits.DESCRIPTION_CHARS, load_default="")
-    protected = ma.fields.Boolean(load_default=False)
+    protected = StrictBoolean(load_default=False)
     version = ma.fields.Integer(dump_only=True)
     ruleset_version = ma.fields.Integer(dump_only=True)
     created_at = ma.fields.DateTime(dump_only=True)
@@ -41,7 +41,7 @@ class EnvironmentSchema(StrictSchema):
 class EnvironmentPatchSchema(StrictSchema):
     name = Text(limits.NAME_CHARS, min_chars=1)
     description = Text(limits.DESCRIPTION_CHARS)
-    protected = ma.fields.Boolean()
+    protected = StrictBoolean()
 
 
 EnvironmentPageSchema = page_schema(EnvironmentSchema, "EnvironmentPage")

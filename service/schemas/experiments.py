@@ -3,7 +3,17 @@ import marshmallow as ma
 from ..domain import limits
 from ..domain.experiments import CORRECTIONS, ENGINES, OUTCOMES, TOTAL_WEIGHT
 from ..models import STATUSES
-from .common import BaseSchema, Key, PageQuerySchema, StrictSchema, Tags, Text, at_most, page_schema
+from .common import (
+    BaseSchema,
+    Key,
+    PageQuerySchema,
+    StrictBoolean,
+    StrictSchema,
+    Tags,
+    Text,
+    at_most,
+    page_schema,
+)
 
 _BPS = ma.validate.Range(min=0, max=TOTAL_WEIGHT)
 _NAME = ma.validate.Length(min=1, max=limits.KEY_CHARS)
@@ -27,10 +37,10 @@ class LayerSchema(StrictSchema):
 class AnalysisSchema(StrictSchema):
     engine = ma.fields.String(validate=ma.validate.OneOf(ENGINES))
     alpha = ma.fields.Float(validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
-    sequential = ma.fields.Boolean()
+    sequential = StrictBoolean()
     sequential_n = ma.fields.Integer(validate=ma.validate.Range(min=1),
                                      metadata={"description": "Tuning N* of the confidence sequences."})
-    cuped = ma.fields.Boolean()
+    cuped = StrictBoolean()
     cuped_days = ma.fields.Integer(validate=ma.validate.Range(min=1, max=365),
                                    metadata={"description": "Length of the pre-exposure window."})
     correction = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(CORRECTIONS))
@@ -198,7 +208,7 @@ class SampleSizeSchema(StrictSchema):
                           metadata={"description": "Minimum detectable effect; relative unless relative=false."})
     units_per_variation = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=2),
                                             metadata={"description": "Compute the MDE for this many units."})
-    relative = ma.fields.Boolean(load_default=True)
+    relative = StrictBoolean(load_default=True)
     alpha = ma.fields.Float(load_default=0.05, validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
     power = ma.fields.Float(load_default=0.8, validate=ma.validate.Range(min=0, max=1, min_inclusive=False,
                                                                         max_inclusive=False))

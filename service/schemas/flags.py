@@ -2,7 +2,17 @@ import marshmallow as ma
 
 from ..domain import limits
 from ..domain.flags import KINDS
-from .common import BaseSchema, Key, PageQuerySchema, StrictSchema, Tags, Text, at_most, page_schema
+from .common import (
+    BaseSchema,
+    Key,
+    PageQuerySchema,
+    StrictBoolean,
+    StrictSchema,
+    Tags,
+    Text,
+    at_most,
+    page_schema,
+)
 
 _OPS = ("in, contains, starts_with, ends_with, matches, gt, gte, lt, lte, semver_eq, semver_gt, semver_gte, "
         "semver_lt, semver_lte, before, after, exists, in_segment")
@@ -28,7 +38,7 @@ class ConditionSchema(StrictSchema):
     values = ma.fields.List(ma.fields.Raw(allow_none=True, validate=_short_strings),
                             validate=at_most(limits.VALUES_PER_CONDITION, "values per condition"),
                             metadata={"description": "Non-empty for every op but exists (absent or [])."})
-    negate = ma.fields.Boolean(metadata={"description": "Inverts the condition (absent: false)."})
+    negate = StrictBoolean(metadata={"description": "Inverts the condition (absent: false)."})
 
 
 _WEIGHTS_SHAPE = 'Must be [[variation, basis_points], ...] summing to 10000, e.g. [["on", 2500], ["off", 7500]].'
@@ -69,7 +79,7 @@ class RuleSchema(StrictSchema):
 
 
 class TargetingSchema(StrictSchema):
-    enabled = ma.fields.Boolean(required=True)
+    enabled = StrictBoolean(required=True)
     off_variation = Text(limits.KEY_CHARS, required=True)
     prerequisites = ma.fields.List(ma.fields.Nested(PrerequisiteSchema), load_default=list,
                                    validate=at_most(limits.PREREQUISITES, "prerequisites"))
@@ -102,7 +112,7 @@ class FlagSchema(StrictSchema):
     variations = ma.fields.List(ma.fields.Nested(VariationSchema), required=True, validate=_VARIATIONS)
     tags = Tags(load_default=list)
     owner = Text(limits.OWNER_CHARS, load_default=None, allow_none=True)
-    temporary = ma.fields.Boolean(load_default=True)
+    temporary = StrictBoolean(load_default=True)
     archived = ma.fields.Boolean(dump_only=True)
     version = ma.fields.Integer(dump_only=True)
     environments = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(TargetingSchema), dump_only=True)
@@ -116,8 +126,8 @@ class FlagPatchSchema(StrictSchema):
     variations = ma.fields.List(ma.fields.Nested(VariationSchema), validate=_VARIATIONS)
     tags = Tags()
     owner = Text(limits.OWNER_CHARS, allow_none=True)
-    temporary = ma.fields.Boolean()
-    archived = ma.fields.Boolean(metadata={"description": "false restores an archived flag"})
+    temporary = StrictBoolean()
+    archived = StrictBoolean(metadata={"description": "false restores an archived flag"})
 
 
 class FlagQuerySchema(PageQuerySchema):

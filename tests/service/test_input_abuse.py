@@ -249,3 +249,22 @@ def test_nan_and_infinity_are_not_json(live_admin):
     body = b'{"baseline": Infinity}'
     assert_error(live_admin.post("/api/v1/tools/sample-size", data=body), 400, "malformed_json")
     assert_up(live_admin)
+
+
+def test_numbers_read_back_equal_on_every_database(live_admin):
+    values = [2.251799759896167e16, -9007199254740993.0, 0.1, 1e-300, 10**18, 5.0]
+    assert flag_with_targeting(live_admin, rules=[rule(0, [cond(values)])]).status == 200
+    stored = live_admin.get("/api/v1/flags/f/environments/production").json["rules"][0]["conditions"][0]["values"]
+    assert stored == values  # PostgreSQL's jsonb would turn 2.251799759896167e16 into 22517997598961670
+    too_big = b'{"enabled": true, "off_variation": "off", "fallthrough": {"variation": "on"}, "rules": [' \
+              b'{"id": "r", "conditions": [{"attribute": "a", "op": "gt", "values": [1e400]}], ' \
+              b'"serve": {"variation": "on"}}]}'
+    assert_error(live_admin.put("/api/v1/flags/f/environments/production", data=too_big), 400, "malformed_json")
+
+
+def test_booleans_must_be_json_booleans(live_admin):
+    assert flag_with_targeting(live_admin).status == 200
+    for body in ({"enabled": "true"}, {"enabled": 1},
+                 {"rules": [rule(0, [{"attribute": "a", "op": "exists", "negate": "yes"}])]}):
+        error = assert_error(live_admin.patch("/api/v1/flags/f/environments/production", json=body), 400)
+        assert any("boolean" in m for messages in error["details"].values() for m in messages), error
