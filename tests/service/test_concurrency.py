@@ -205,3 +205,13 @@ def test_concurrent_creates_of_one_key_give_one_201_and_409s(live_admin):
     assert statuses == [201] + [409] * (N - 1), statuses
     assert all(r.json["error"]["code"] == "conflict" for r in responses if r.status == 409)
     assert len(audit_entries("flag", "same")) == 1
+
+
+def test_concurrent_revokes_of_one_token_give_one_204(live_admin):
+    created = live_admin.post("/api/v1/tokens", json={"name": "ci", "role": "viewer"})
+    assert created.status == 201
+    token_id = created.json["id"]
+    responses = race(live_admin, "DELETE", f"/api/v1/tokens/{token_id}", [None] * N)
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [204] + [404] * (N - 1), statuses
+    assert [e.action for e in audit_entries("token", str(token_id))] == ["create", "revoke"]
