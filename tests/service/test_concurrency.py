@@ -215,3 +215,25 @@ def test_concurrent_revokes_of_one_token_give_one_204(live_admin):
     statuses = sorted(r.status for r in responses)
     assert statuses == [204] + [404] * (N - 1), statuses
     assert [e.action for e in audit_entries("token", str(token_id))] == ["create", "revoke"]
+
+
+def test_an_update_based_on_a_stale_read_is_refused_412_not_500(app, admin):
+    """The second line of defence: every UPDATE is conditional on the version read (version_id_col)."""
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from service.errors import handle_database_error
+    from service.models import Flag
+
+    assert admin.post("/api/v1/flags", json={"key": "f", "kind": "boolean", "variations": BOOL}).status_code == 201
+    db.session.rollback()
+    flag = db.session.scalars(sa.select(Flag).where(Flag.key == "f")).one()
+    with db.engine.begin() as other:  # another writer commits version 2 meanwhile
+        other.execute(sa.update(Flag.__table__).where(Flag.__table__.c.id == flag.id).values(version=2))
+    flag.name, flag.version = "lost update?", flag.version + 1
+    with pytest.raises(StaleDataError) as raised:
+        db.session.flush()
+    db.session.rollback()
+    with app.test_request_context():
+        response = handle_database_error(raised.value)
+    assert response.status_code == 412 and response.json["error"]["code"] == "precondition_failed"
+    assert db.session.scalars(sa.select(Flag.name).where(Flag.key == "f")).one() == "f"

@@ -216,3 +216,31 @@ def test_postgresql_restart_under_event_load_loses_nothing_acknowledged(tmp_path
         if server is not None:
             server.stop()
         cluster.destroy()
+
+
+def test_database_errors_are_classified():
+    import sqlite3
+
+    import psycopg
+
+    from service.errors import classify_database_error
+
+    def wrapped(orig, cls=sa.exc.OperationalError):
+        return cls("SELECT 1", {}, orig)
+
+    cases = [
+        (wrapped(psycopg.errors.AdminShutdown("terminating connection")), "unavailable"),
+        (wrapped(psycopg.errors.CannotConnectNow("the database system is starting up")), "unavailable"),
+        (wrapped(psycopg.errors.TooManyConnections("too many clients")), "unavailable"),
+        (wrapped(psycopg.OperationalError("connection refused")), "unavailable"),
+        (psycopg.OperationalError("server closed the connection"), "unavailable"),  # raw driver (COPY path)
+        (wrapped(sqlite3.OperationalError("database is locked")), "unavailable"),
+        (sa.exc.TimeoutError("QueuePool limit reached"), "unavailable"),
+        (wrapped(psycopg.errors.DeadlockDetected("deadlock")), "retry"),
+        (wrapped(psycopg.errors.SerializationFailure("could not serialize")), "retry"),
+        (wrapped(psycopg.errors.UniqueViolation("duplicate key"), sa.exc.IntegrityError), "conflict"),
+        (wrapped(sqlite3.IntegrityError("UNIQUE constraint failed"), sa.exc.IntegrityError), "conflict"),
+        (wrapped(psycopg.errors.NumericValueOutOfRange("out of range"), sa.exc.DataError), "data"),
+        (sa.exc.ProgrammingError("SELECT nope", {}, Exception("syntax error")), None),  # a bug: 500
+    ]
+    assert [classify_database_error(error) for error, _ in cases] == [kind for _, kind in cases]
