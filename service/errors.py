@@ -217,16 +217,24 @@ def classify_database_error(error: BaseException) -> str | None:
         return "data"
     if isinstance(error, sa.exc.TimeoutError | sa.exc.DisconnectionError):
         return "unavailable"  # pool exhausted, or a connection lost
+    if isinstance(orig, sqlite3.Error):
+        # SQLite reports bugs ("no such table", syntax errors) as OperationalError too: only
+        # a busy, locked, unopenable or failing database file is an outage.
+        message = str(orig).lower()
+        if isinstance(orig, sqlite3.OperationalError) and any(m in message for m in _SQLITE_UNAVAILABLE):
+            return "unavailable"
+        return None
     if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError) or _is_driver_operational(orig):
-        return "unavailable"  # refused, reset, shut down, "database is locked"...
+        return "unavailable"  # refused, reset, shut down, too many connections...
     if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
         return "unavailable"
     return None
 
 
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "disk is full")
+
+
 def _is_driver_operational(orig: BaseException) -> bool:
-    if isinstance(orig, sqlite3.OperationalError | sqlite3.InterfaceError):
-        return True
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a dependency

@@ -235,6 +235,8 @@ def test_database_errors_are_classified():
         (wrapped(psycopg.OperationalError("connection refused")), "unavailable"),
         (psycopg.OperationalError("server closed the connection"), "unavailable"),  # raw driver (COPY path)
         (wrapped(sqlite3.OperationalError("database is locked")), "unavailable"),
+        (wrapped(sqlite3.OperationalError("unable to open database file")), "unavailable"),
+        (wrapped(sqlite3.OperationalError("no such table: events")), None),  # a bug (or no migration): 500
         (sa.exc.TimeoutError("QueuePool limit reached"), "unavailable"),
         (wrapped(psycopg.errors.DeadlockDetected("deadlock")), "retry"),
         (wrapped(psycopg.errors.SerializationFailure("could not serialize")), "retry"),
