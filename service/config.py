@@ -54,9 +54,13 @@ def _instance_secret(path: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise RuntimeError(f"PITCREW_SECRET_KEY is not set and no key can be kept in {path.parent} ({exc}); "
+                           "set PITCREW_SECRET_KEY (docs/operations.md).") from exc
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(48) + "\n")
     try:
