@@ -21,10 +21,11 @@ def create_app(overrides: dict | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        # Swagger UI's assets are served by the service itself (service/api/docs.py): /api/docs works offline.
+        OPENAPI_SWAGGER_UI_URL="/api/docs/assets/",
     )
     app.config.update(overrides or {})
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
     app.json.sort_keys = False  # keep the schemas' field order
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -32,6 +33,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
     _sqlite_pragmas(app)
+    _watch_database(app)
 
     # Order matters: request id first, then who is calling, then what they sent.
     observability.init_app(app)
@@ -43,12 +45,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     openapi.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     openapi.spec.options["security"] = [{"bearer": []}]
     from .api import BLUEPRINTS as ADMIN_BLUEPRINTS
+    from .api.docs import blp as docs_assets
     from .health import blp as health
     from .sdk_api import BLUEPRINTS as SDK_BLUEPRINTS
 
     for blueprint in ADMIN_BLUEPRINTS + SDK_BLUEPRINTS:
         openapi.register_blueprint(blueprint)
     app.register_blueprint(health)
+    app.register_blueprint(docs_assets)
     from . import console
 
     console.init_app(app)  # the web console at / (service/console, docs/console.md)
@@ -57,6 +61,26 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     cli.init_app(app)
     return app
+
+
+def _engine_options(url: str) -> dict:
+    options = {"pool_pre_ping": True}  # a connection the database dropped is replaced, not used
+    if url.startswith("postgresql"):
+        # An unreachable host fails fast (503) instead of holding the request thread.
+        options["connect_args"] = {"connect_timeout": 5}
+    return options
+
+
+def _watch_database(app: Flask) -> None:
+    """End a logged outage (service/errors.py) when a connection is handed out again."""
+    import sqlalchemy as sa
+
+    from .errors import outage
+
+    with app.app_context():
+        @sa.event.listens_for(db.engine, "checkout")
+        def _on_checkout(dbapi_connection, record, proxy):
+            outage.up()
 
 
 def _sqlite_pragmas(app: Flask) -> None:

@@ -1,10 +1,13 @@
 """Settings, read once from the environment when the app is created.
 
-Every setting is documented in README.md ("Configuration"). Tests pass a dict
-to ``create_app`` that overrides these.
+Every setting is documented in README.md ("Configuration"); the secret key
+and the limits in docs/operations.md. Tests pass a dict to ``create_app``
+that overrides these.
 """
 
+import logging
 import os
+import secrets
 from pathlib import Path
 
 INSTANCE_DIR = Path(os.environ.get("PITCREW_INSTANCE_DIR", Path(__file__).resolve().parent.parent / "instance"))
@@ -15,37 +18,6 @@ def _int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
-def secret_key() -> str:
-    """Flask's SECRET_KEY (signs the console's session cookie): ``PITCREW_SECRET_KEY``, or
-    a random key generated once and kept in ``<instance>/secret-key`` (mode 0600).
-
-    Every gunicorn worker must sign with the same key: the first to start
-    writes the file by linking a complete temporary file into place (atomic,
-    fails if another won the race), the others read the winner's.
-    """
-    configured = os.environ.get("PITCREW_SECRET_KEY")
-    if configured:
-        return configured
-    import secrets
-    import tempfile
-
-    path = INSTANCE_DIR / "secret-key"
-    if not path.exists():
-        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=INSTANCE_DIR, prefix=".secret-key-")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48) + "\n")
-            os.chmod(tmp, 0o600)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-        finally:
-            os.unlink(tmp)
-    return path.read_text().strip()
-
-
 def normalise_database_url(url: str) -> str:
     """Make plain PostgreSQL URLs use psycopg 3, the only driver we install."""
     for prefix in ("postgres://", "postgresql://"):
@@ -54,9 +26,60 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+SECRET_KEY_FILE = "secret-key"
+MIN_SECRET_KEY_CHARS = 32
+
+
+def secret_key() -> str:
+    """``PITCREW_SECRET_KEY``; when unset, a random key generated once and kept in the instance directory.
+
+    The one server secret. It serves as Flask's ``SECRET_KEY`` (signed
+    sessions of the web console) and keys the HMAC that derives server-side
+    event ids (service/ingest.py ``server_event_id``); each use mixes in its
+    own purpose, so neither can stand in for the other. Every process of a
+    deployment must share it: set it in production (see docs/operations.md).
+    """
+    configured = os.environ.get("PITCREW_SECRET_KEY", "")
+    if configured:
+        if len(configured) < MIN_SECRET_KEY_CHARS:
+            raise RuntimeError(f"PITCREW_SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters "
+                               "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))').")
+        return configured
+    return _instance_secret(INSTANCE_DIR / SECRET_KEY_FILE)
+
+
+def _instance_secret(path: Path) -> str:
+    """Read the key file, or create it atomically (gunicorn workers start at the same time)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise RuntimeError(f"PITCREW_SECRET_KEY is not set and no key can be kept in {path.parent} ({exc}); "
+                           "set PITCREW_SECRET_KEY (docs/operations.md).") from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48) + "\n")
+    try:
+        os.link(candidate, path)  # fails if another process created it first: then use theirs
+        logging.getLogger("pitcrew.config").warning(
+            "PITCREW_SECRET_KEY is not set: generated one in the instance directory; "
+            "set PITCREW_SECRET_KEY in production (docs/operations.md)", extra={"fields": {"path": str(path)}})
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(candidate)
+    return path.read_text().strip()
+
+
 def from_environment() -> dict:
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'pitcrew.db'}"
     return {
+        # Flask's SECRET_KEY is PITCREW_SECRET_KEY (see secret_key()).
+        "SECRET_KEY": secret_key(),
         "SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO").upper(),
         # Request bodies above this many bytes get 413 (events batches are
@@ -78,7 +101,6 @@ def from_environment() -> dict:
         # request would turn every read into a write).
         "TOKEN_TOUCH_INTERVAL": _int("TOKEN_TOUCH_INTERVAL", 60),
         # Console (service/console, docs/console.md).
-        "SECRET_KEY": secret_key(),
         # Hours a console login lasts (the token is re-checked on every request anyway).
         "CONSOLE_SESSION_HOURS": _int("PITCREW_CONSOLE_SESSION_HOURS", 12),
         # Reverse proxies in front of the service whose X-Forwarded-Proto/-For/-Host

@@ -2,13 +2,28 @@
 
 ``{"error": {"code", "message", "details"}}``: domain errors, webargs
 validation errors, Flask's own 404/405/413 and unexpected exceptions alike.
+
+Database errors are classified, never a bare 500 (docs/operations.md,
+"Errors" and "Database outages"):
+
+* unreachable, restarting, out of connections, locked: 503 ``unavailable``
+  with ``Retry-After``, logged once per outage (not once per request);
+* a lost race: a conditional update that matched no row
+  (``StaleDataError``) is 412 ``precondition_failed``; a unique violation,
+  deadlock or serialization failure is 409 ``conflict`` ("retry");
+* a value the database cannot store: 400 ``validation_error``.
 """
 
 import logging
+import sqlite3
+import threading
+import time
 
 import marshmallow as ma
 import sqlalchemy as sa
 from flask import jsonify
+from prometheus_client import Counter
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from .domain.errors import (
@@ -41,6 +56,13 @@ HTTP_CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+# Seconds a client should wait before retrying a 503 (SDKs honour it).
+RETRY_AFTER_SECONDS = 2
+
+DATABASE_UNAVAILABLE = Counter("pitcrew_database_unavailable_total",
+                               "Requests answered 503 because the database was unreachable")
 
 
 class ErrorBodySchema(ma.Schema):
@@ -124,24 +146,144 @@ def handle_domain_error(error: DomainError):
 
 def handle_out_of_range(error: Exception):
     """A value the database cannot store (an integer beyond 64 bits, say) is bad input, not a crash."""
-    from .extensions import db
-
-    db.session.rollback()
+    _rollback()
+    if "NUL" in str(getattr(error, "orig", error)) or "0x00" in str(getattr(error, "orig", error)):
+        return error_response(400, "validation_error", "Text must not contain NUL characters.",
+                              {"_body": ["A string in the request contains a NUL character (\\u0000)."]})
     return error_response(400, "validation_error", "A value is out of range.",
                           {"_body": ["A number in the request is too large to store."]})
 
 
-def handle_operational(error: sa.exc.OperationalError):
-    """SQLite refusing a write because a concurrent one committed first ("database is
-    locked": a stale read snapshot cannot be upgraded to a writer) is transient: 503, retry."""
+# ---------------------------------------------------------------- database errors
+
+# SQLSTATE classes and codes (PostgreSQL): connection trouble, shutdown, too
+# many connections -> 503; lost races -> 409; unstorable data -> 400.
+_UNAVAILABLE_STATES = ("08", "53", "57P", "58")
+_RETRY_STATES = ("40001", "40P01", "55P03")  # serialization failure, deadlock, lock not available
+
+
+class _Outage:
+    """Per-process record of an ongoing database outage, so it is logged once, not per request."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.since: float | None = None
+        self.refused = 0
+
+    def down(self, error: BaseException) -> None:
+        DATABASE_UNAVAILABLE.inc()
+        with self.lock:
+            first = self.since is None
+            if first:
+                self.since = time.monotonic()
+            self.refused += 1
+        if first:
+            detail = str(getattr(error, "orig", None) or error).strip().splitlines()[:1]
+            log.error("database unavailable: answering 503 with Retry-After until it is reachable again",
+                      extra={"fields": {"error": type(getattr(error, "orig", None) or error).__name__,
+                                        "detail": (detail[0] if detail else "")[:300]}})
+
+    def up(self) -> None:
+        if self.since is None:  # the usual case: no lock, nothing to do
+            return
+        with self.lock:
+            if self.since is None:
+                return
+            seconds, refused = time.monotonic() - self.since, self.refused
+            self.since, self.refused = None, 0
+        log.warning("database reachable again", extra={"fields": {
+            "outage_seconds": round(seconds, 1), "requests_refused": refused}})
+
+
+outage = _Outage()
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    orig = getattr(error, "orig", None) or error
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def classify_database_error(error: BaseException) -> str | None:
+    """'unavailable', 'retry', 'stale', 'conflict', 'data' or None (an unexpected error)."""
+    if isinstance(error, StaleDataError):
+        return "stale"
+    state = _sqlstate(error)
+    if state:
+        if state.startswith(_RETRY_STATES):
+            return "retry"
+        if state.startswith("23"):
+            return "conflict"
+        if state.startswith("22"):
+            return "data"
+        if state.startswith(_UNAVAILABLE_STATES):
+            return "unavailable"
+    orig = getattr(error, "orig", None) or error
+    if isinstance(error, sa.exc.IntegrityError) or isinstance(orig, sqlite3.IntegrityError):
+        return "conflict"
+    if isinstance(error, sa.exc.DataError):
+        return "data"
+    if isinstance(error, sa.exc.TimeoutError | sa.exc.DisconnectionError):
+        return "unavailable"  # pool exhausted, or a connection lost
+    if isinstance(orig, sqlite3.Error):
+        # SQLite reports bugs ("no such table", syntax errors) as OperationalError too: only
+        # a busy, locked, unopenable or failing database file is an outage.
+        message = str(orig).lower()
+        if isinstance(orig, sqlite3.OperationalError) and any(m in message for m in _SQLITE_UNAVAILABLE):
+            return "unavailable"
+        return None
+    if isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError) or _is_driver_operational(orig):
+        return "unavailable"  # refused, reset, shut down, too many connections...
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return "unavailable"
+    return None
+
+
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "disk is full")
+
+
+def _is_driver_operational(orig: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def _rollback() -> None:
     from .extensions import db
 
-    message = str(getattr(error, "orig", error)).lower()
-    if "database is locked" not in message and "database is busy" not in message:
+    try:
+        db.session.rollback()
+    except Exception:  # a dead connection cannot roll back; the pool discards it
+        log.debug("rollback failed", exc_info=True)
+
+
+def unavailable_response():
+    return error_response(503, "unavailable",
+                          f"The database is unreachable; retry after {RETRY_AFTER_SECONDS} s.",
+                          {"_database": ["unreachable"]}, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def handle_database_error(error: Exception):
+    kind = classify_database_error(error)
+    if kind is None:
         return handle_unexpected(error)
-    db.session.rollback()
-    return error_response(503, "unavailable", "The database is busy with a concurrent change; retry.",
-                          headers={"Retry-After": "1"})
+    _rollback()
+    if kind == "unavailable":
+        outage.down(error)
+        return unavailable_response()
+    if kind == "stale":
+        return error_response(412, "precondition_failed",
+                              "The resource changed while this request was being processed; nothing was "
+                              "changed. Read it again and retry.", {"If-Match": ["Stale version."]})
+    if kind == "retry":
+        return error_response(409, "conflict", "The write collided with a concurrent write; nothing was "
+                              "changed. Retry it.", {"_body": ["Concurrent write; retry."]},
+                              {"Retry-After": "1"})
+    if kind == "conflict":
+        return error_response(409, "conflict", "The write conflicts with existing data (a duplicate key or a "
+                              "concurrent change); nothing was changed.", {"_body": ["Conflicting write."]})
+    return handle_out_of_range(error)
 
 
 def handle_unexpected(error: Exception):
@@ -152,7 +294,13 @@ def handle_unexpected(error: Exception):
 def register(app) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DomainError, handle_domain_error)
-    app.register_error_handler(sa.exc.DataError, handle_out_of_range)
+    app.register_error_handler(sa.exc.SQLAlchemyError, handle_database_error)
+    app.register_error_handler(sqlite3.Error, handle_database_error)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        app.register_error_handler(psycopg.Error, handle_database_error)
     app.register_error_handler(OverflowError, handle_out_of_range)
-    app.register_error_handler(sa.exc.OperationalError, handle_operational)
     app.register_error_handler(Exception, handle_unexpected)

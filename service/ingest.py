@@ -6,12 +6,18 @@ one bad event never costs the others (partial acceptance). Storage is one
 transaction per batch:
 
 * PostgreSQL: ``COPY`` into a per-connection temporary table, then
-  ``INSERT INTO events SELECT ... ON CONFLICT (client_id) DO NOTHING``;
-  the rows the INSERT reports are the new ones, the rest are duplicates.
+  ``INSERT INTO events SELECT ... ON CONFLICT (environment_id, client_id)
+  DO NOTHING``; the rows the INSERT reports are the new ones, the rest are
+  duplicates.
 * SQLite: ``executemany`` of ``INSERT OR IGNORE``.
 
-Idempotency is by the event's ``id`` (a UUID): replaying a batch stores
-nothing twice and reports every event as a duplicate. Per-flag evaluation
+Idempotency is by the event's ``id`` (a UUID) within its environment (the
+primary key is ``(environment_id, client_id)``): replaying a batch stores
+nothing twice and reports every event as a duplicate, and an id used in one
+environment never makes another environment's event a duplicate. Ids the
+server derives itself (exposures of remote evaluation) come from
+:func:`server_event_id`, an HMAC under the server's secret key, so nobody
+can pre-empt them. Per-flag evaluation
 counts (``evaluations``) are summed into ``flag_evaluations`` per UTC day in
 the same transaction; they are validated leniently (bad entries are skipped)
 and, having no ids, are counted again when an SDK retries a batch.
@@ -22,6 +28,8 @@ decodes the body and calls :func:`ingest`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -29,16 +37,17 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from .domain import limits
 from .extensions import db
 from .models import FlagEvaluation
 from .models.event import EXPOSURE, TRACK
 
-MAX_EVENTS = 1000
+MAX_EVENTS = limits.EVENTS_PER_BATCH
 MAX_FUTURE = timedelta(hours=1)
 MIN_TS = datetime(2000, 1, 1, tzinfo=UTC)
-MAX_UNIT = 256
-MAX_KEY = 100
-MAX_EVENT_KEY = 200
+MAX_UNIT = limits.UNIT_CHARS
+MAX_KEY = limits.KEY_CHARS
+MAX_EVENT_KEY = limits.EVENT_KEY_CHARS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -49,6 +58,8 @@ _COLUMN_LIST = ", ".join(_COLUMNS)
 _TEMP_TABLE = "pc_events_in"
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# An escaped NUL (\u0000) in encoded JSON: an odd number of backslashes before "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000").search
 _fromisoformat = datetime.fromisoformat
 _isfinite = math.isfinite
 
@@ -75,6 +86,21 @@ class IngestResult:
 
 class _Invalid(Exception):
     pass
+
+
+def server_event_id(secret_key: str | bytes, *parts) -> str:
+    """A UUID-shaped event id derived from ``parts`` by HMAC-SHA256 under the server's secret key.
+
+    The same parts always give the same id (so a repeated server-side
+    exposure deduplicates like an SDK replay), but without the secret nobody
+    can compute, and so pre-empt, the id of a future event. The message
+    starts with its purpose, so these MACs never double as another use of
+    the key (it is also Flask's SECRET_KEY).
+    """
+    key = secret_key.encode("utf-8") if isinstance(secret_key, str) else secret_key
+    message = json.dumps(["pitcrew:event-id", *(str(p) for p in parts)], ensure_ascii=False)
+    digest = hmac.new(key, message.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def to_micros(moment: datetime) -> int:
@@ -163,6 +189,9 @@ def _row(event, environment_id: int, now_us: int) -> tuple:
             _storable(unit_type, "attributes.unit_type")
         if attributes:
             attributes = _encode(attributes)  # control characters come out escaped
+            if "\\u0000" in attributes and _NUL_ESCAPE(attributes):
+                # Stored, but PostgreSQL could never read it back as text.
+                raise _Invalid("attributes: must not contain NUL characters")
             if not attributes.isascii():
                 _storable(attributes, "attributes")
         else:
@@ -266,7 +295,7 @@ def _store_postgresql(connection, rows: list[tuple]):
             for row in rows:
                 write(row)
         cursor.execute(f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_TEMP_TABLE} "
-                       f"ON CONFLICT (client_id) DO NOTHING")
+                       f"ON CONFLICT (environment_id, client_id) DO NOTHING")
         return cursor.rowcount, after_commit
 
 

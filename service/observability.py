@@ -71,7 +71,7 @@ def metrics_response() -> Response:
     else:
         body = generate_latest()
     body += generate_latest(SCRAPE_REGISTRY)
-    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)  # it names its charset already
 
 
 def init_app(app) -> None:

@@ -14,12 +14,20 @@ Exposures CSV columns: ``unit, variation, first_exposed_at`` (ISO 8601 UTC),
 ``multiple_variations`` (true when the unit saw more than one variation and
 is excluded from the analysis), then one column per experiment dimension
 (the values recorded with the first exposure).
+
+Lines end with CRLF (RFC 4180). Every cell goes through :func:`cell`, the one CSV cell writer (also used by
+``flask results export``): unit ids, attribute values and other text come
+from product code and its users, so text that a spreadsheet would run as a
+formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return)
+is prefixed with ``'``, as OWASP's CSV-injection guidance says. Numbers,
+and text that is just a number (``-3``, ``+1.5e3``), are written as they are.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 
 from ..ingest import from_micros
@@ -29,12 +37,25 @@ RESULT_COLUMNS = ("metric", "dimension", "dimension_value", "variation", "units"
                   "rel_ci_high", "rel_p_value", "p_value_adjusted", "chance_to_beat_control", "risk")
 
 
-def _cell(value) -> str:
+# RFC 4180 line ends: with "\n" alone, Python's csv writer would leave a cell
+# holding a carriage return unquoted, and the row would break in two.
+LINE_END = "\r\n"
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?").fullmatch
+
+
+def cell(value) -> str:
+    """One CSV cell: empty for None, full precision for floats, text neutralised against formula injection."""
     if value is None:
         return ""
     if isinstance(value, float):
         return repr(value)
-    return str(value)
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    if text.startswith(FORMULA_PREFIXES) and not _PLAIN_NUMBER(text):
+        return "'" + text
+    return text
 
 
 def _test_cells(test: dict | None) -> list:
@@ -55,22 +76,22 @@ def result_rows(results: dict) -> Iterator[list]:
 
 def results_csv(results: dict) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RESULT_COLUMNS)
+    writer = csv.writer(out, lineterminator=LINE_END)
+    writer.writerow(RESULT_COLUMNS)  # constants: nothing to neutralise
     for row in result_rows(results):
-        writer.writerow([_cell(c) for c in row])
+        writer.writerow([cell(c) for c in row])
     return out.getvalue()
 
 
 def exposures_csv(rows: Iterable[tuple], dimensions: list[str], chunk_rows: int = 2000) -> Iterator[str]:
     """CSV text in chunks, from ``queries.first_exposures`` rows (never all in memory)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["unit", "variation", "first_exposed_at", "multiple_variations", *dimensions])
+    writer = csv.writer(out, lineterminator=LINE_END)
+    writer.writerow(["unit", "variation", "first_exposed_at", "multiple_variations", *(cell(d) for d in dimensions)])
     pending = 1
     for unit, variation, first_us, seen, *dims in rows:
         at = from_micros(first_us).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        writer.writerow([unit, variation, at, "true" if seen > 1 else "false", *("" if d is None else d for d in dims)])
+        writer.writerow([cell(unit), cell(variation), at, "true" if seen > 1 else "false", *(cell(d) for d in dims)])
         pending += 1
         if pending >= chunk_rows:
             yield out.getvalue()

@@ -1,7 +1,7 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..domain import audit as domain
+from ..extensions import Blueprint
 from ..schemas.audit import AuditPageSchema, AuditQuerySchema
 from .common import page
 

@@ -1,9 +1,9 @@
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import actor
 from ..domain import change_requests as domain
+from ..extensions import Blueprint
 from ..schemas.process import (
     ApplySchema,
     ChangeRequestCreateSchema,

@@ -6,7 +6,7 @@ from flask import request
 
 from ..errors import ApiError
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_ETAG = re.compile(r'\s*(?:W/)?"?(\d+)"?\s*')
 
 
 def if_match() -> int | None:
@@ -14,7 +14,7 @@ def if_match() -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    match = _ETAG.match(raw)
+    match = _ETAG.fullmatch(raw)
     if not match:
         raise ApiError(400, "validation_error", "If-Match must be an ETag returned by this API, like \"3\".",
                        {"If-Match": ["Not a version ETag."]})

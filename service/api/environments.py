@@ -1,9 +1,9 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import actor, requires
 from ..domain import environments as domain
 from ..domain import tokens as token_domain
+from ..extensions import Blueprint
 from ..schemas.common import PageQuerySchema
 from ..schemas.environments import (
     EnvironmentPageSchema,

@@ -1,10 +1,10 @@
 from flask import Response, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..analysis.export import exposures_csv, results_csv
 from ..auth import actor
 from ..domain import experiments as domain
+from ..extensions import Blueprint
 from ..schemas.experiments import (
     ConcludeSchema,
     ExperimentPageSchema,

@@ -1,8 +1,8 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import actor
 from ..domain import flags as domain
+from ..extensions import Blueprint
 from ..schemas.common import PageQuerySchema
 from ..schemas.flags import (
     FlagHistoryPageSchema,

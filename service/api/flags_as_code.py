@@ -2,10 +2,10 @@
 
 from flask import Response, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import actor
-from ..content import accepts
+from ..content import accepts, refuse_unstorable
+from ..extensions import Blueprint
 from ..flags_as_code.apply import apply
 from ..flags_as_code.document import MEDIA_TYPES, YAML_MEDIA_TYPES, dump, parse
 from ..flags_as_code.export import export_document
@@ -40,4 +40,5 @@ class Import(MethodView):
         """Apply a document in one transaction, or return its diff with dry_run=true"""
         fmt = "yaml" if request.mimetype in YAML_MEDIA_TYPES else "json"
         raw = parse(request.get_data(cache=False), fmt)
+        refuse_unstorable(raw)
         return apply(actor(), raw, dry_run=query["dry_run"])

@@ -1,8 +1,8 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import actor
 from ..domain import metrics as domain
+from ..extensions import Blueprint
 from ..schemas.metrics import MetricPageSchema, MetricPatchSchema, MetricQuerySchema, MetricSchema
 from .common import etag, if_match, page
 

@@ -1,11 +1,11 @@
 """Scheduled changes and guarded rollouts of a flag in an environment."""
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import actor
 from ..domain import rollouts as rollout_domain
 from ..domain import schedules as schedule_domain
+from ..extensions import Blueprint
 from ..schemas.common import PageQuerySchema
 from ..schemas.process import (
     FlagGuardedRolloutQuerySchema,

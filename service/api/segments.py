@@ -1,8 +1,8 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import actor
 from ..domain import segments as domain
+from ..extensions import Blueprint
 from ..schemas.segments import (
     SegmentPageSchema,
     SegmentPatchSchema,

@@ -1,8 +1,8 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import actor, requires
 from ..domain import tokens as domain
+from ..extensions import Blueprint
 from ..schemas.tokens import (
     TokenCreatedSchema,
     TokenCreateSchema,

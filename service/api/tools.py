@@ -1,8 +1,8 @@
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..auth import requires
 from ..domain import experiments as domain
+from ..extensions import Blueprint
 from ..schemas.experiments import SampleSizeResultSchema, SampleSizeSchema
 
 blp = Blueprint("tools", __name__, url_prefix="/api/v1/tools", description="Experiment planning tools.")

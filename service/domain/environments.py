@@ -4,6 +4,7 @@ from ..extensions import db
 from ..models import Environment
 from . import Actor, audit, unit_of_work
 from .errors import Conflict, NotFound, ValidationFailed
+from .locking import for_update
 from .pagination import Page, paginate
 from .versioning import check_version
 
@@ -29,8 +30,12 @@ def _approvals(data: dict, current: int) -> int:
     return approvals
 
 
-def get(key: str) -> Environment:
-    env = db.session.scalars(sa.select(Environment).where(Environment.key == key)).first()
+def get(key: str, *, lock: bool = False) -> Environment:
+    """The environment; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
+    if lock:
+        env = for_update(Environment, Environment.key == key)
+    else:
+        env = db.session.scalars(sa.select(Environment).where(Environment.key == key)).first()
     if env is None:
         raise NotFound(f"Environment '{key}' does not exist.")
     return env
@@ -53,7 +58,7 @@ def create(actor: Actor, data: dict) -> Environment:
 
 
 def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Environment:
-    env = get(key)
+    env = get(key, lock=True)
     check_version(env.version, if_match)
     before = snapshot(env)
     changes = {**changes, "approvals_required": _approvals(changes, env.approvals_required)}
@@ -68,7 +73,7 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
 
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
-    env = get(key)
+    env = get(key, lock=True)
     check_version(env.version, if_match)
     audit.record(actor, "delete", "environment", env.key, environment=env.key, before=snapshot(env))
     db.session.delete(env)

@@ -34,6 +34,7 @@ from . import flags as flag_domain
 from . import metrics as metric_domain
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
+from .locking import for_update
 from .pagination import Page, paginate
 from .versioning import check_version
 
@@ -52,8 +53,14 @@ ANYTIME = ("name", "hypothesis", "owner", "tags", "primary_metric", "secondary_m
 
 # ---------------------------------------------------------------- reading
 
-def get(key: str) -> Experiment:
-    experiment = db.session.scalars(sa.select(Experiment).where(Experiment.key == key)).first()
+def get(key: str, *, lock: bool = False) -> Experiment:
+    """The experiment; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py).
+
+    Lock order: an experiment before its flag (creating and deleting one change the flag's targeting)."""
+    if lock:
+        experiment = for_update(Experiment, Experiment.key == key)
+    else:
+        experiment = db.session.scalars(sa.select(Experiment).where(Experiment.key == key)).first()
     if experiment is None:
         raise NotFound(f"Experiment '{key}' does not exist.")
     return experiment
@@ -210,9 +217,11 @@ def _finish(actor: Actor, experiment: Experiment, action: str, before: dict | No
 
 def create(actor: Actor, data: dict) -> Experiment:
     key = data["key"]
+    # Locked first (its targeting gets the experiment's rule): concurrent creates of one key queue here,
+    # and the one that waited sees the other's experiment below.
+    flag = for_update(Flag, Flag.key == data["flag"])
     if db.session.scalars(sa.select(Experiment.id).where(Experiment.key == key)).first() is not None:
         raise Conflict(f"Experiment '{key}' already exists.", {"key": ["Already exists."]})
-    flag = db.session.scalars(sa.select(Flag).where(Flag.key == data["flag"])).first()
     if flag is None or flag.archived:
         raise ValidationFailed("The experiment is invalid.",
                                {"flag": [f"Flag '{data['flag']}' does not exist or is archived."]})
@@ -246,7 +255,7 @@ def create(actor: Actor, data: dict) -> Experiment:
 
 
 def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Experiment:
-    experiment = get(key)
+    experiment = get(key, lock=True)
     protection.guard_experiment(experiment, "update", changes)
     check_version(experiment.version, if_match)
     status = experiment.status
@@ -305,7 +314,7 @@ def _layer_conflicts(experiment: Experiment) -> list[str]:
 
 
 def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
-    experiment = get(key)
+    experiment = get(key, lock=True)
     protection.guard_experiment(experiment, "start")
     check_version(experiment.version, if_match)
     if experiment.status != "draft":
@@ -336,7 +345,7 @@ def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
 
 
 def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
-    experiment = get(key)
+    experiment = get(key, lock=True)
     protection.guard_experiment(experiment, "stop")
     check_version(experiment.version, if_match)
     if experiment.status != "running":
@@ -349,7 +358,7 @@ def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
 
 
 def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
-    experiment = get(key)
+    experiment = get(key, lock=True)
     protection.guard_experiment(experiment, "conclude")
     check_version(experiment.version, if_match)
     if experiment.status not in ("running", "stopped"):
@@ -382,7 +391,7 @@ def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) ->
 
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
-    experiment = get(key)
+    experiment = get(key, lock=True)
     protection.guard_experiment(experiment, "delete")
     check_version(experiment.version, if_match)
     if experiment.status == "running":
@@ -391,7 +400,8 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
     before = snapshot(experiment)
     _, env_key = _keys(experiment)
     was_visible = _visible(experiment)
-    flag_domain.remove_experiment_rule(actor, _flag_of(experiment), db.session.get(Environment, experiment.environment_id),
+    flag = for_update(Flag, Flag.id == experiment.flag_id)
+    flag_domain.remove_experiment_rule(actor, flag, db.session.get(Environment, experiment.environment_id),
                                        experiment.key)
     # A new experiment may reuse the key: it must not inherit these exposures.
     db.session.execute(sa.delete(Event).where(

@@ -6,6 +6,7 @@ environment's targeting; each write stores a full snapshot in
 ruleset version of the environments whose rulesets it changes.
 """
 
+import json
 import math
 
 import sqlalchemy as sa
@@ -15,11 +16,12 @@ from pitcrew.evaluation.validation import variations_errors
 
 from ..extensions import db
 from ..models import Environment, Experiment, Flag, FlagTargeting, FlagVersion, Segment
-from . import Actor, audit, protection, ruleset_versions, unit_of_work
+from . import Actor, audit, limits, protection, ruleset_versions, unit_of_work
 from .diff import json_diff
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
-from .pagination import Page, paginate, paginate_tagged
+from .locking import for_update, share
+from .pagination import LIKE_ESCAPE, Page, contains_pattern, paginate, paginate_tagged
 from .versioning import check_version
 
 KINDS = ("boolean", "string", "number", "json")
@@ -28,8 +30,12 @@ FLAG_FIELDS = ("name", "description", "variations", "tags", "owner", "temporary"
 
 # ---------------------------------------------------------------- reading
 
-def get(key: str) -> Flag:
-    flag = db.session.scalars(sa.select(Flag).where(Flag.key == key)).first()
+def get(key: str, *, lock: bool = False) -> Flag:
+    """The flag; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
+    if lock:
+        flag = for_update(Flag, Flag.key == key)
+    else:
+        flag = db.session.scalars(sa.select(Flag).where(Flag.key == key)).first()
     if flag is None:
         raise NotFound(f"Flag '{key}' does not exist.")
     return flag
@@ -41,9 +47,9 @@ def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bo
     if owner:
         stmt = stmt.where(Flag.owner == owner)
     if q:
-        needle = f"%{q.lower()}%"
-        stmt = stmt.where(sa.or_(sa.func.lower(Flag.key).like(needle), sa.func.lower(Flag.name).like(needle),
-                                 sa.func.lower(Flag.description).like(needle)))
+        needle = contains_pattern(q.lower())
+        stmt = stmt.where(sa.or_(*(sa.func.lower(column).like(needle, escape=LIKE_ESCAPE)
+                                   for column in (Flag.key, Flag.name, Flag.description))))
     return paginate_tagged(stmt, Flag.id, Flag.tags, tag, limit=limit, cursor=cursor)
 
 
@@ -155,7 +161,8 @@ def _reference_errors(flag: Flag, environment: Environment, targeting: dict) -> 
                     for key in cond["values"]]
     if segment_refs:
         wanted = {key for _, key in segment_refs}
-        known = set(db.session.scalars(sa.select(Segment.key).where(Segment.key.in_(wanted))))
+        # FOR SHARE: a segment cannot be deleted while this write references it.
+        known = set(db.session.scalars(share(sa.select(Segment.key).where(Segment.key.in_(wanted)))))
         errors += [(path, f"unknown segment {key!r}") for path, key in segment_refs if key not in known]
 
     for i, prereq in enumerate(targeting.get("prerequisites") or []):
@@ -220,10 +227,24 @@ def _prerequisite_cycle(flag: Flag, environment: Environment, targeting: dict) -
     return visit(flag.key)
 
 
+def _limit_errors(targeting: dict) -> list[tuple[str, str]]:
+    """Limits over the whole targeting (per-list limits are checked by the schemas)."""
+    errors = []
+    units = sum(len(t.get("values") or []) for t in targeting.get("targets") or [] if isinstance(t, dict))
+    if units > limits.TARGETS_PER_FLAG:
+        errors.append(("targets", f"at most {limits.TARGETS_PER_FLAG} unit ids in all target lists together, "
+                                  f"not {units}; use a segment for larger audiences"))
+    size = len(json.dumps(targeting, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > limits.TARGETING_BYTES:
+        errors.append(("_body", f"the targeting is {size} bytes as JSON; at most {limits.TARGETING_BYTES} "
+                                f"(every SDK downloads it)"))
+    return errors
+
+
 def _check_targeting(flag: Flag, environment: Environment, targeting: dict, variations: list[dict],
                      prefix: str = "") -> None:
     keys = {v["key"] for v in variations}
-    errors = validate_targeting(targeting, variations=keys)
+    errors = _limit_errors(targeting) or validate_targeting(targeting, variations=keys)
     if not errors:
         errors = _reference_errors(flag, environment, targeting)
     if errors:
@@ -271,7 +292,7 @@ def create(actor: Actor, data: dict) -> Flag:
 
 
 def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Flag:
-    flag = get(key)
+    flag = get(key, lock=True)
     check_version(flag.version, if_match)
     before = snapshot(flag)
     if "variations" in changes:
@@ -329,7 +350,7 @@ def _check_not_required(flag: Flag) -> None:
 
 
 def archive(actor: Actor, key: str, if_match: int | None = None) -> Flag:
-    flag = get(key)
+    flag = get(key, lock=True)
     check_version(flag.version, if_match)
     if flag.archived:
         return flag
@@ -364,10 +385,25 @@ def _store_targeting(flag: Flag, environment: Environment, targeting: dict) -> N
 
 def put_targeting(actor: Actor, key: str, environment_key: str, targeting: dict,
                   if_match: int | None = None, action: str = "update_targeting") -> tuple[Flag, dict]:
-    flag = get(key)
+    flag = get(key, lock=True)
     environment = get_environment(environment_key)
     protection.guard_targeting(environment)
     check_version(flag.version, if_match)
+    return _replace_targeting(actor, flag, environment, targeting, action)
+
+
+def patch_targeting(actor: Actor, key: str, environment_key: str, changes: dict,
+                    if_match: int | None = None) -> tuple[Flag, dict]:
+    """Replace the given top-level fields of the targeting, keep the rest."""
+    flag = get(key, lock=True)  # locked before reading: the rest comes from the latest version
+    environment = get_environment(environment_key)
+    protection.guard_targeting(environment)
+    check_version(flag.version, if_match)
+    return _replace_targeting(actor, flag, environment, {**targeting_for(flag, environment), **changes})
+
+
+def _replace_targeting(actor: Actor, flag: Flag, environment: Environment, targeting: dict,
+                       action: str = "update_targeting") -> tuple[Flag, dict]:
     targeting = _normalise_targeting(targeting)
     _check_targeting(flag, environment, targeting, flag.variations)
     before = snapshot(flag)
@@ -380,16 +416,9 @@ def put_targeting(actor: Actor, key: str, environment_key: str, targeting: dict,
     return flag, targeting
 
 
-def patch_targeting(actor: Actor, key: str, environment_key: str, changes: dict,
-                    if_match: int | None = None) -> tuple[Flag, dict]:
-    """Replace the given top-level fields of the targeting, keep the rest."""
-    _, current = get_targeting(key, environment_key)
-    return put_targeting(actor, key, environment_key, {**current, **changes}, if_match)
-
-
 def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) -> Flag:
     """Write a new version whose content equals ``version``'s (environments created since keep theirs)."""
-    flag = get(key)
+    flag = get(key, lock=True)
     protection.guard_rollback(flag, version)
     check_version(flag.version, if_match)
     target = db.session.scalars(sa.select(FlagVersion).where(
@@ -402,8 +431,8 @@ def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) 
     keys = {v["key"] for v in content["variations"]}
     for env_key, targeting in content["environments"].items():
         if env_key in environments:
-            problems = validate_targeting(targeting, variations=keys) or _reference_errors(
-                flag, environments[env_key], targeting)
+            problems = _limit_errors(targeting) or validate_targeting(targeting, variations=keys) \
+                or _reference_errors(flag, environments[env_key], targeting)
             errors += [(f"environments.{env_key}.{p}", m) for p, m in problems]
     if errors:
         raise ValidationFailed(f"Version {version} can no longer be restored.", _details(errors))
@@ -422,7 +451,7 @@ def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) 
 
 
 def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str) -> None:
-    """Make the flag's targeting in ``environment`` serve the experiment (the caller commits).
+    """Make the flag's targeting in ``environment`` serve the experiment (the caller locked ``flag`` and commits).
 
     Appends ``{"id": "experiment-<key>", "conditions": [], "serve": {"experiment": key}}``
     unless a rule or the fallthrough already serves it.
@@ -443,7 +472,7 @@ def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, e
 
 
 def remove_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str) -> None:
-    """Stop the flag's targeting in ``environment`` from serving the experiment (the caller commits).
+    """Stop the flag's targeting in ``environment`` from serving the experiment (the caller locked and commits).
 
     Rules serving it are removed; a fallthrough serving it falls back to the
     off variation, which is what an experiment that does not apply serves.

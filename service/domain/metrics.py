@@ -21,6 +21,7 @@ from ..extensions import db
 from ..models import Experiment, Metric
 from . import Actor, audit, unit_of_work
 from .errors import Conflict, NotFound, ValidationFailed
+from .locking import for_update
 from .pagination import Page, paginate_tagged
 from .versioning import check_version
 
@@ -33,8 +34,12 @@ def snapshot(metric: Metric) -> dict:
     return {"key": metric.key, "version": metric.version, **{f: getattr(metric, f) for f in FIELDS}}
 
 
-def get(key: str) -> Metric:
-    metric = db.session.scalars(sa.select(Metric).where(Metric.key == key)).first()
+def get(key: str, *, lock: bool = False) -> Metric:
+    """The metric; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
+    if lock:
+        metric = for_update(Metric, Metric.key == key)
+    else:
+        metric = db.session.scalars(sa.select(Metric).where(Metric.key == key)).first()
     if metric is None:
         raise NotFound(f"Metric '{key}' does not exist.")
     return metric
@@ -82,7 +87,7 @@ def create(actor: Actor, data: dict) -> Metric:
 
 
 def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Metric:
-    metric = get(key)
+    metric = get(key, lock=True)
     check_version(metric.version, if_match)
     before = snapshot(metric)
     values = {f: changes.get(f, getattr(metric, f)) for f in FIELDS}
@@ -107,7 +112,7 @@ def experiments_using(key: str) -> list[str]:
 
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
-    metric = get(key)
+    metric = get(key, lock=True)
     check_version(metric.version, if_match)
     used = experiments_using(key)
     if used:

@@ -1,14 +1,25 @@
 """Keyset pagination: ``?limit=&cursor=``, the cursor an opaque token."""
 
 import base64
+import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from ..extensions import db
+from . import limits
 from .errors import ValidationFailed
 
-MAX_LIMIT = 500
+MAX_LIMIT = limits.PAGE_SIZE
+LIKE_ESCAPE = "\\"
+
+
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern matching values that contain ``text`` literally (``%`` and ``_`` escaped).
+
+    Use with ``column.like(pattern, escape=LIKE_ESCAPE)``."""
+    escaped = text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
+    return f"%{escaped}%"
 
 
 @dataclass
@@ -48,13 +59,17 @@ def paginate(stmt, id_column, *, limit: int, cursor: str | None, descending: boo
 def paginate_tagged(stmt, id_column, tags_column, tag: str | None, *, limit: int, cursor: str | None) -> Page:
     """:func:`paginate`, keeping only rows whose JSON list ``tags_column`` holds ``tag``.
 
-    A LIKE on the JSON text narrows the rows in SQL the same way on SQLite and
-    PostgreSQL; the exact membership test is done on the page in Python (JSON
-    escaping can differ by backend), so a page may hold fewer than ``limit``.
+    A LIKE on the JSON text (wildcards escaped) narrows the rows in SQL on
+    SQLite and PostgreSQL; the exact membership test is done on the page in
+    Python (a tag may also occur inside a longer one), so a page may hold
+    fewer than ``limit``.
     """
     if not tag:
         return paginate(stmt, id_column, limit=limit, cursor=cursor)
-    stmt = stmt.where(sa.cast(tags_column, sa.Text).like(f'%"{tag}"%'))
+    # The tag as it appears in the stored JSON text: PostgreSQL's jsonb text keeps non-ASCII
+    # characters, SQLite's JSON (written by json.dumps) escapes them.
+    text = json.dumps(tag, ensure_ascii=db.session.get_bind().dialect.name != "postgresql")
+    stmt = stmt.where(sa.cast(tags_column, sa.Text).like(contains_pattern(text), escape=LIKE_ESCAPE))
     page = paginate(stmt, id_column, limit=limit, cursor=cursor)
     page.items = [row for row in page.items if tag in (getattr(row, tags_column.key) or [])]
     return page

@@ -1,14 +1,17 @@
 """Segments: reusable audiences, shared by every environment's ruleset."""
 
+import json
+
 import sqlalchemy as sa
 
 from pitcrew.evaluation.validation import segment_errors
 
 from ..extensions import db
 from ..models import Environment, Flag, FlagTargeting, Segment
-from . import Actor, audit, ruleset_versions, unit_of_work
+from . import Actor, audit, limits, ruleset_versions, unit_of_work
 from .errors import Conflict, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .locking import for_update
+from .pagination import LIKE_ESCAPE, Page, contains_pattern, paginate
 from .versioning import check_version
 
 FIELDS = ("name", "description", "tags", "included", "excluded", "rules")
@@ -25,8 +28,12 @@ def to_dict(segment: Segment) -> dict:
             "updated_at": segment.updated_at}
 
 
-def get(key: str) -> Segment:
-    segment = db.session.scalars(sa.select(Segment).where(Segment.key == key)).first()
+def get(key: str, *, lock: bool = False) -> Segment:
+    """The segment; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
+    if lock:
+        segment = for_update(Segment, Segment.key == key)
+    else:
+        segment = db.session.scalars(sa.select(Segment).where(Segment.key == key)).first()
     if segment is None:
         raise NotFound(f"Segment '{key}' does not exist.")
     return segment
@@ -35,13 +42,19 @@ def get(key: str) -> Segment:
 def list_segments(*, q: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
     stmt = sa.select(Segment)
     if q:
-        needle = f"%{q.lower()}%"
-        stmt = stmt.where(sa.or_(sa.func.lower(Segment.key).like(needle), sa.func.lower(Segment.name).like(needle)))
+        needle = contains_pattern(q.lower())
+        stmt = stmt.where(sa.or_(sa.func.lower(Segment.key).like(needle, escape=LIKE_ESCAPE),
+                                 sa.func.lower(Segment.name).like(needle, escape=LIKE_ESCAPE)))
     return paginate(stmt, Segment.id, limit=limit, cursor=cursor)
 
 
 def _validate(content: dict) -> None:
     errors = segment_errors(content)
+    lists = {field: content.get(field) for field in ("included", "excluded", "rules")}
+    size = len(json.dumps(lists, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > limits.SEGMENT_BYTES:
+        errors.append(("_body", f"the segment's lists and rules are {size} bytes as JSON; at most "
+                                f"{limits.SEGMENT_BYTES} (every SDK downloads them)"))
     if errors:
         details: dict[str, list[str]] = {}
         for path, message in errors:
@@ -66,7 +79,7 @@ def create(actor: Actor, data: dict) -> Segment:
 
 
 def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Segment:
-    segment = get(key)
+    segment = get(key, lock=True)
     check_version(segment.version, if_match)
     before = snapshot(segment)
     _validate({**before, **changes})
@@ -98,7 +111,7 @@ def flags_using(key: str) -> list[str]:
 
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
-    segment = get(key)
+    segment = get(key, lock=True)
     check_version(segment.version, if_match)
     users = flags_using(key)
     if users:

@@ -12,6 +12,7 @@ from ..models import ROLES, Environment, SdkKey, Token
 from ..models.types import utcnow
 from . import Actor, audit, unit_of_work
 from .errors import NotFound, ValidationFailed
+from .locking import for_update
 from .pagination import Page, paginate
 
 ADMIN_PREFIX = "pc_admin_"
@@ -58,7 +59,7 @@ def list_tokens(*, include_revoked: bool = False, limit: int = 50, cursor: str |
 
 
 def revoke_token(actor: Actor, token_id: int) -> Token:
-    token = db.session.get(Token, token_id)
+    token = for_update(Token, Token.id == token_id)  # two concurrent revokes: one succeeds, one 404
     if token is None or token.revoked_at is not None:
         raise NotFound(f"Token {token_id} does not exist or is already revoked.")
     before = token_snapshot(token)
@@ -123,7 +124,7 @@ def create_sdk_key(actor: Actor, environment: Environment, name: str = "") -> tu
 
 
 def revoke_sdk_key(actor: Actor, environment: Environment, key_id: int) -> SdkKey:
-    key = db.session.get(SdkKey, key_id)
+    key = for_update(SdkKey, SdkKey.id == key_id)  # two concurrent revokes: one succeeds, one 404
     if key is None or key.environment_id != environment.id or key.revoked_at is not None:
         raise NotFound(f"SDK key {key_id} does not exist in {environment.key} or is already revoked.")
     before = sdk_key_snapshot(key)

@@ -43,6 +43,14 @@ def _refuse(message: str, path: str = "_body"):
     return ValidationFailed("The document cannot be read.", {path or "_body": [message]})
 
 
+class MalformedDocument(ValidationFailed):
+    """Not JSON or YAML at all, or nested too deeply: the API's 400 ``malformed_json`` (or ``_yaml``)."""
+
+    def __init__(self, fmt: str, message: str):
+        super().__init__(f"The request body is not valid {fmt.upper()}.", {"_body": [message]})
+        self.code = f"malformed_{fmt}"
+
+
 # ---------------------------------------------------------------- reading
 
 class _Refused(Exception):
@@ -119,7 +127,7 @@ def _join(path: str, part) -> str:
     return f"{path}.{part}" if path else str(part)
 
 
-def check_tree(value) -> None:
+def check_tree(value, fmt: str = "json") -> None:
     """Refuse anything but JSON data within the depth and size limits (iterative: no recursion)."""
     stack = [(value, "", 1)]
     nodes = 0
@@ -129,7 +137,7 @@ def check_tree(value) -> None:
         if nodes > MAX_NODES:
             raise _refuse(f"more than {MAX_NODES} values")
         if depth > MAX_DEPTH:
-            raise _refuse(f"nested deeper than {MAX_DEPTH} levels", path)
+            raise MalformedDocument(fmt, f"nested deeper than {MAX_DEPTH} levels (at {path})")
         if isinstance(item, dict):
             for key, inner in item.items():
                 if not isinstance(key, str):
@@ -178,12 +186,12 @@ def parse(data: bytes | str, fmt: str | None = None) -> object:
     except _Refused as exc:
         raise _refuse(str(exc)) from None
     except json.JSONDecodeError as exc:
-        raise _refuse(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise MalformedDocument(fmt, f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except yaml.YAMLError as exc:
-        raise _refuse(f"invalid YAML: {exc}") from None
+        raise MalformedDocument(fmt, f"invalid YAML: {exc}") from None
     except RecursionError:
-        raise _refuse(f"nested deeper than {MAX_DEPTH} levels") from None
-    check_tree(value)
+        raise MalformedDocument(fmt, f"nested deeper than {MAX_DEPTH} levels") from None
+    check_tree(value, fmt)
     return value
 
 

@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .types import UTCDateTime, utcnow
+from .types import VERSIONED, UTCDateTime, utcnow
 
 
 def initial_ruleset_version() -> int:
@@ -29,6 +29,8 @@ class Environment(db.Model):
     ruleset_version: Mapped[int] = mapped_column(sa.BigInteger, default=initial_ruleset_version)
     created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __mapper_args__ = VERSIONED(version)
 
     sdk_keys: Mapped[list["SdkKey"]] = relationship(
         back_populates="environment", cascade="all, delete-orphan", passive_deletes=True

@@ -1,7 +1,7 @@
 """Raw SDK events and aggregated flag evaluation counts.
 
 ``events`` holds exposures and track events exactly as ingested (one row per
-event, idempotent by the client's UUID). Timestamps are integers, micro-
+event, idempotent by the client's UUID within its environment). Timestamps are integers, micro-
 seconds since the Unix epoch (UTC): window arithmetic in the analysis SQL
 (``first exposure + window``) is then plain integer addition, the same SQL
 text on SQLite and PostgreSQL, and comparisons are as cheap as they get.
@@ -25,6 +25,9 @@ TRACK = "track"
 class Event(db.Model):
     __tablename__ = "events"
     __table_args__ = (
+        # Idempotency is per environment: an id sent to one environment never
+        # makes another environment's event a duplicate.
+        sa.PrimaryKeyConstraint("environment_id", "client_id", name="events_pkey"),
         # Leading ts after the equality columns: rows arrive roughly in time
         # order, so inserts touch the right edge of each index (cheap), and an
         # experiment's analysis reads one time range per experiment / event.
@@ -35,7 +38,7 @@ class Event(db.Model):
     )
 
     # The SDK's event id: a replayed event conflicts here and is stored once.
-    client_id: Mapped[object] = mapped_column(sa.Uuid, primary_key=True)
+    client_id: Mapped[object] = mapped_column(sa.Uuid)
     # No foreign key: its per-row check cost a fifth of the insert time.
     # Deleting an environment deletes its events (listener below).
     environment_id: Mapped[int] = mapped_column()

@@ -2,7 +2,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .types import JSONType, UTCDateTime, utcnow
+from .types import VERSIONED, JSONType, UTCDateTime, utcnow
 
 
 class Flag(db.Model):
@@ -22,6 +22,8 @@ class Flag(db.Model):
     version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __mapper_args__ = VERSIONED(version)
 
     targeting: Mapped[list["FlagTargeting"]] = relationship(
         back_populates="flag", cascade="all, delete-orphan", passive_deletes=True

@@ -2,7 +2,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
-from .types import JSONType, UTCDateTime, utcnow
+from .types import VERSIONED, JSONType, UTCDateTime, utcnow
 
 
 class Segment(db.Model):
@@ -21,3 +21,5 @@ class Segment(db.Model):
     version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __mapper_args__ = VERSIONED(version)

@@ -30,5 +30,16 @@ class UTCDateTime(sa.TypeDecorator):
         return value
 
 
+def VERSIONED(version_column) -> dict:
+    """``__mapper_args__`` of a model whose ``version`` guards every UPDATE and DELETE.
+
+    SQLAlchemy adds ``AND version = <the version read>`` to each statement and
+    raises ``StaleDataError`` (answered 412) when no row matched, so a write
+    based on a stale read never overwrites a newer one. The domain sets the
+    next version itself (``version_id_generator=False``): it is also the
+    ETag and the flag history's version number."""
+    return {"version_id_col": version_column, "version_id_generator": False}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -2,10 +2,10 @@ from datetime import UTC
 
 import marshmallow as ma
 
-from .common import PageQuerySchema, page_schema
+from .common import BaseSchema, PageQuerySchema, page_schema
 
 
-class AuditEntrySchema(ma.Schema):
+class AuditEntrySchema(BaseSchema):
     id = ma.fields.Integer()
     created_at = ma.fields.DateTime()
     actor = ma.fields.String()

@@ -8,7 +8,7 @@ and refuses unknown fields with their path.
 import marshmallow as ma
 
 from ..flags_as_code.document import FORMATS
-from .common import Key, StrictSchema
+from .common import BaseSchema, Key, StrictSchema
 from .flags import DiffEntrySchema, FlagSchema, TargetingSchema
 from .metrics import MetricSchema
 from .segments import SegmentSchema
@@ -58,24 +58,24 @@ class ImportQuerySchema(StrictSchema):
         "description": "true: validate and return the diff, change nothing."})
 
 
-class ResourceDiffSchema(ma.Schema):
+class ResourceDiffSchema(BaseSchema):
     key = ma.fields.String()
     status = ma.fields.String(metadata={"description": "created, changed or unchanged"})
     changes = ma.fields.List(ma.fields.Nested(DiffEntrySchema))
 
 
-class WarningSchema(ma.Schema):
+class WarningSchema(BaseSchema):
     path = ma.fields.String()
     message = ma.fields.String()
 
 
-class SummarySchema(ma.Schema):
+class SummarySchema(BaseSchema):
     created = ma.fields.Integer()
     changed = ma.fields.Integer()
     unchanged = ma.fields.Integer()
 
 
-class ImportResultSchema(ma.Schema):
+class ImportResultSchema(BaseSchema):
     dry_run = ma.fields.Boolean()
     environment = ma.fields.String()
     summary = ma.fields.Nested(SummarySchema)

@@ -1,11 +1,12 @@
 import marshmallow as ma
 
-from .common import Key, StrictSchema, page_schema
+from ..domain import limits
+from .common import BaseSchema, Key, StrictBoolean, StrictSchema, Text, page_schema
 
 MAX_APPROVALS = 20
 
 
-class SdkKeySchema(ma.Schema):
+class SdkKeySchema(BaseSchema):
     id = ma.fields.Integer(dump_only=True)
     name = ma.fields.String()
     prefix = ma.fields.String(dump_only=True, metadata={"description": "First characters of the key, for recognising it."})
@@ -15,10 +16,10 @@ class SdkKeySchema(ma.Schema):
 
 
 class SdkKeyCreateSchema(StrictSchema):
-    name = ma.fields.String(load_default="", validate=ma.validate.Length(max=200))
+    name = Text(limits.NAME_CHARS, load_default="")
 
 
-class SdkKeyCreatedSchema(ma.Schema):
+class SdkKeyCreatedSchema(BaseSchema):
     id = ma.fields.Integer(required=True)
     environment = ma.fields.String(required=True)
     key = ma.fields.String(required=True, metadata={"description": "The secret; shown only this once."})
@@ -26,12 +27,12 @@ class SdkKeyCreatedSchema(ma.Schema):
 
 class EnvironmentSchema(StrictSchema):
     key = Key(required=True)
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    description = ma.fields.String(load_default="", validate=ma.validate.Length(max=2000))
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    description = Text(limits.DESCRIPTION_CHARS, load_default="")
     approvals_required = ma.fields.Integer(
         strict=True, validate=ma.validate.Range(min=0, max=MAX_APPROVALS),
         metadata={"description": "Approvals a change request needs here; 0 (default) = not protected."})
-    protected = ma.fields.Boolean(metadata={
+    protected = StrictBoolean(metadata={
         "description": "true when approvals_required > 0; writing it is an alias (true = 1 approval)."})
     version = ma.fields.Integer(dump_only=True)
     ruleset_version = ma.fields.Integer(dump_only=True)
@@ -44,10 +45,10 @@ class EnvironmentSchema(StrictSchema):
 
 
 class EnvironmentPatchSchema(StrictSchema):
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    description = ma.fields.String(validate=ma.validate.Length(max=2000))
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    description = Text(limits.DESCRIPTION_CHARS)
     approvals_required = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=0, max=MAX_APPROVALS))
-    protected = ma.fields.Boolean()
+    protected = StrictBoolean()
 
 
 EnvironmentPageSchema = page_schema(EnvironmentSchema, "EnvironmentPage")

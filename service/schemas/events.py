@@ -6,8 +6,10 @@ bottleneck of ingestion); ``service/ingest.py`` checks each event by hand.
 
 import marshmallow as ma
 
+from .common import BaseSchema
 
-class EventSchema(ma.Schema):
+
+class EventSchema(BaseSchema):
     id = ma.fields.UUID(required=True, metadata={"description": "Client-generated id; replays are deduplicated by it."})
     type = ma.fields.String(required=True, validate=ma.validate.OneOf(["exposure", "track"]))
     ts = ma.fields.String(required=True, metadata={
@@ -23,7 +25,7 @@ class EventSchema(ma.Schema):
                        "for exposures, the experiment's dimension values."})
 
 
-class EvaluationCountSchema(ma.Schema):
+class EvaluationCountSchema(BaseSchema):
     flag = ma.fields.String(required=True)
     variation = ma.fields.String(allow_none=True)
     count = ma.fields.Integer(required=True)
@@ -31,18 +33,18 @@ class EvaluationCountSchema(ma.Schema):
     end = ma.fields.String()
 
 
-class EventBatchSchema(ma.Schema):
+class EventBatchSchema(BaseSchema):
     events = ma.fields.List(ma.fields.Nested(EventSchema), metadata={"description": "At most 1000 events."})
     evaluations = ma.fields.List(ma.fields.Nested(EvaluationCountSchema), metadata={
         "description": "Per-flag evaluation counts since the last batch (validated leniently)."})
 
 
-class RejectedEventSchema(ma.Schema):
+class RejectedEventSchema(BaseSchema):
     index = ma.fields.Integer(required=True)
     error = ma.fields.String(required=True)
 
 
-class EventsAcceptedSchema(ma.Schema):
+class EventsAcceptedSchema(BaseSchema):
     accepted = ma.fields.Integer(required=True, metadata={"description": "Events stored by this request."})
     duplicates = ma.fields.Integer(required=True, metadata={"description": "Valid events already stored before."})
     rejected = ma.fields.List(ma.fields.Nested(RejectedEventSchema), required=True)

@@ -1,13 +1,24 @@
 import marshmallow as ma
 
+from ..domain import limits
 from ..domain.experiments import CORRECTIONS, ENGINES, OUTCOMES, TOTAL_WEIGHT
 from ..models import STATUSES
-from .common import Key, PageQuerySchema, StrictSchema, page_schema
+from .common import (
+    BaseSchema,
+    Key,
+    PageQuerySchema,
+    StrictBoolean,
+    StrictSchema,
+    Tags,
+    Text,
+    at_most,
+    page_schema,
+)
 
 _BPS = ma.validate.Range(min=0, max=TOTAL_WEIGHT)
-_NAME = ma.validate.Length(min=1, max=100)
+_NAME = ma.validate.Length(min=1, max=limits.KEY_CHARS)
 # Attribute names usable as a JSON path on every database (no quotes, backslashes or control characters).
-_ATTRIBUTE = ma.validate.Regexp(r'^[^"\\\x00-\x1f]{1,100}$',
+_ATTRIBUTE = ma.validate.Regexp(r'\A[^"\\\x00-\x1f]{1,100}\Z',
                                 error="1 to 100 characters, without quotes, backslashes or control characters.")
 
 
@@ -26,10 +37,10 @@ class LayerSchema(StrictSchema):
 class AnalysisSchema(StrictSchema):
     engine = ma.fields.String(validate=ma.validate.OneOf(ENGINES))
     alpha = ma.fields.Float(validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
-    sequential = ma.fields.Boolean()
+    sequential = StrictBoolean()
     sequential_n = ma.fields.Integer(validate=ma.validate.Range(min=1),
                                      metadata={"description": "Tuning N* of the confidence sequences."})
-    cuped = ma.fields.Boolean()
+    cuped = StrictBoolean()
     cuped_days = ma.fields.Integer(validate=ma.validate.Range(min=1, max=365),
                                    metadata={"description": "Length of the pre-exposure window."})
     correction = ma.fields.String(allow_none=True, validate=ma.validate.OneOf(CORRECTIONS))
@@ -47,23 +58,24 @@ class AnalysisSchema(StrictSchema):
 class DecisionSchema(StrictSchema):
     outcome = ma.fields.String(required=True, validate=ma.validate.OneOf(OUTCOMES))
     variation = ma.fields.String(load_default=None, allow_none=True)
-    summary = ma.fields.String(load_default="", validate=ma.validate.Length(max=10000))
+    summary = Text(limits.LONG_TEXT_CHARS, load_default="")
 
 
-_METRIC_LIST = ma.fields.List(Key(), validate=ma.validate.Length(max=50))
-_DIMENSIONS = ma.fields.List(ma.fields.String(validate=_ATTRIBUTE), validate=ma.validate.Length(max=20),
+_METRIC_LIST = ma.fields.List(Key(), validate=at_most(limits.EXPERIMENT_METRICS, "metrics"))
+_DIMENSIONS = ma.fields.List(ma.fields.String(validate=_ATTRIBUTE),
+                             validate=at_most(limits.EXPERIMENT_DIMENSIONS, "dimensions"),
                              metadata={"description": "Context attributes recorded with exposures."})
 
 
 class ExperimentSchema(StrictSchema):
     key = Key(required=True)
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    hypothesis = ma.fields.String(load_default="", validate=ma.validate.Length(max=10000))
-    owner = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=200))
-    tags = ma.fields.List(ma.fields.String(validate=_NAME), load_default=list)
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    hypothesis = Text(limits.LONG_TEXT_CHARS, load_default="")
+    owner = Text(limits.OWNER_CHARS, load_default=None, allow_none=True)
+    tags = Tags(load_default=list)
     flag = Key(required=True)
     environment = Key(required=True)
-    variations = ma.fields.List(ma.fields.Nested(ArmSchema), validate=ma.validate.Length(max=20),
+    variations = ma.fields.List(ma.fields.Nested(ArmSchema), validate=at_most(limits.EXPERIMENT_VARIATIONS, "variations"),
                                 metadata={"description": "Default: every flag variation, equal weights."})
     control = ma.fields.String(validate=_NAME, metadata={"description": "Default: the first variation."})
     traffic = ma.fields.Integer(load_default=TOTAL_WEIGHT, strict=True, validate=_BPS,
@@ -71,7 +83,7 @@ class ExperimentSchema(StrictSchema):
     unit = ma.fields.String(load_default="id", validate=_NAME,
                             metadata={"description": "Context attribute to randomise on."})
     layer = ma.fields.Nested(LayerSchema, load_default=None, allow_none=True)
-    salt = ma.fields.String(validate=ma.validate.Length(min=1, max=200),
+    salt = Text(limits.SALT_CHARS, min_chars=1,
                             metadata={"description": "Default: the experiment key."})
     primary_metric = Key(load_default=None, allow_none=True)
     secondary_metrics = _METRIC_LIST
@@ -90,16 +102,16 @@ class ExperimentSchema(StrictSchema):
 
 
 class ExperimentPatchSchema(StrictSchema):
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    hypothesis = ma.fields.String(validate=ma.validate.Length(max=10000))
-    owner = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=200))
-    tags = ma.fields.List(ma.fields.String(validate=_NAME))
-    variations = ma.fields.List(ma.fields.Nested(ArmSchema), validate=ma.validate.Length(max=20))
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    hypothesis = Text(limits.LONG_TEXT_CHARS)
+    owner = Text(limits.OWNER_CHARS, allow_none=True)
+    tags = Tags()
+    variations = ma.fields.List(ma.fields.Nested(ArmSchema), validate=at_most(limits.EXPERIMENT_VARIATIONS, "variations"))
     control = ma.fields.String(validate=_NAME)
     traffic = ma.fields.Integer(strict=True, validate=_BPS)
     unit = ma.fields.String(validate=_NAME)
     layer = ma.fields.Nested(LayerSchema, allow_none=True)
-    salt = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
+    salt = Text(limits.SALT_CHARS, min_chars=1)
     primary_metric = Key(allow_none=True)
     secondary_metrics = _METRIC_LIST
     guardrail_metrics = _METRIC_LIST
@@ -142,13 +154,13 @@ class TimeseriesQuerySchema(StrictSchema):
 VERDICTS = ("winner", "loser", "inconclusive", "not_enough_data")
 
 
-class TestSchema(ma.Schema):
+class TestSchema(BaseSchema):
     estimate = ma.fields.Float()
     ci = ma.fields.List(ma.fields.Float())
     p_value = ma.fields.Float(allow_none=True)
 
 
-class VariationResultSchema(ma.Schema):
+class VariationResultSchema(BaseSchema):
     variation = ma.fields.String()
     units = ma.fields.Integer()
     value = ma.fields.Float(allow_none=True)
@@ -161,12 +173,12 @@ class VariationResultSchema(ma.Schema):
     verdict = ma.fields.String(allow_none=True, metadata={"description": " | ".join(VERDICTS) + "; null for control"})
 
 
-class DimensionValueSchema(ma.Schema):
+class DimensionValueSchema(BaseSchema):
     name = ma.fields.String()
     value = ma.fields.String(allow_none=True)
 
 
-class MetricResultSchema(ma.Schema):
+class MetricResultSchema(BaseSchema):
     metric = ma.fields.String()
     type = ma.fields.String()
     dimension = ma.fields.Nested(DimensionValueSchema, allow_none=True)
@@ -174,18 +186,18 @@ class MetricResultSchema(ma.Schema):
     variations = ma.fields.List(ma.fields.Nested(VariationResultSchema))
 
 
-class SrmSchema(ma.Schema):
+class SrmSchema(BaseSchema):
     p_value = ma.fields.Float()
     flagged = ma.fields.Boolean()
 
 
-class HealthCheckSchema(ma.Schema):
+class HealthCheckSchema(BaseSchema):
     check = ma.fields.String()
     status = ma.fields.String(metadata={"description": "ok | warning | failed"})
     message = ma.fields.String()
 
 
-class PowerSchema(ma.Schema):
+class PowerSchema(BaseSchema):
     metric = ma.fields.String()
     target_mde = ma.fields.Float(metadata={"description": "Relative change to detect (analysis.target_mde)."})
     relative = ma.fields.Boolean()
@@ -199,7 +211,7 @@ class PowerSchema(ma.Schema):
     units_still_needed = ma.fields.Integer(allow_none=True)
 
 
-class ResultsSchema(ma.Schema):
+class ResultsSchema(BaseSchema):
     experiment = ma.fields.String()
     status = ma.fields.String()
     computed_at = ma.fields.String()
@@ -218,7 +230,7 @@ class ResultsSchema(ma.Schema):
     metrics = ma.fields.List(ma.fields.Nested(MetricResultSchema))
 
 
-class TimeseriesVariationSchema(ma.Schema):
+class TimeseriesVariationSchema(BaseSchema):
     variation = ma.fields.String()
     units = ma.fields.Integer()
     value = ma.fields.Float(allow_none=True)
@@ -227,13 +239,13 @@ class TimeseriesVariationSchema(ma.Schema):
     chance_to_beat_control = ma.fields.Float(allow_none=True)
 
 
-class TimeseriesPointSchema(ma.Schema):
+class TimeseriesPointSchema(BaseSchema):
     date = ma.fields.String(metadata={"description": "UTC day (YYYY-MM-DD); cumulative up to its end."})
     units = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())
     variations = ma.fields.List(ma.fields.Nested(TimeseriesVariationSchema))
 
 
-class TimeseriesSchema(ma.Schema):
+class TimeseriesSchema(BaseSchema):
     experiment = ma.fields.String()
     metric = ma.fields.String()
     type = ma.fields.String()
@@ -257,7 +269,7 @@ class SampleSizeSchema(StrictSchema):
                           metadata={"description": "Minimum detectable effect; relative unless relative=false."})
     units_per_variation = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=2),
                                             metadata={"description": "Compute the MDE for this many units."})
-    relative = ma.fields.Boolean(load_default=True)
+    relative = StrictBoolean(load_default=True)
     alpha = ma.fields.Float(load_default=0.05, validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
     power = ma.fields.Float(load_default=0.8, validate=ma.validate.Range(min=0, max=1, min_inclusive=False,
                                                                         max_inclusive=False))

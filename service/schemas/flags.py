@@ -1,60 +1,92 @@
 import marshmallow as ma
 
+from ..domain import limits
 from ..domain.flags import KINDS
-from .common import Key, PageQuerySchema, StrictSchema, page_schema
+from .common import (
+    BaseSchema,
+    Key,
+    PageQuerySchema,
+    StrictBoolean,
+    StrictSchema,
+    Tags,
+    Text,
+    at_most,
+    page_schema,
+)
+
+_OPS = ("in, contains, starts_with, ends_with, matches, gt, gte, lt, lte, semver_eq, semver_gt, semver_gte, "
+        "semver_lt, semver_lte, before, after, exists, in_segment")
+
+
+def _short_strings(value) -> None:
+    if isinstance(value, str) and len(value) > limits.CONDITION_STRING_CHARS:
+        raise ma.ValidationError(f"Strings in values are at most {limits.CONDITION_STRING_CHARS} characters.")
 
 
 class VariationSchema(StrictSchema):
     key = Key(required=True)
     value = ma.fields.Raw(required=True, allow_none=True, metadata={"description": "Must match the flag's kind."})
-    description = ma.fields.String(load_default="")
+    description = Text(limits.DESCRIPTION_CHARS, load_default="")
 
 
 class ConditionSchema(StrictSchema):
-    attribute = ma.fields.String(metadata={"description": "Context attribute (not used by in_segment)."})
-    op = ma.fields.String(required=True, metadata={"description": "in, contains, starts_with, ends_with, matches, "
-                          "gt, gte, lt, lte, semver_eq, semver_gt, semver_gte, semver_lt, semver_lte, before, "
-                          "after, exists, in_segment"})
-    values = ma.fields.List(ma.fields.Raw(allow_none=True))
-    negate = ma.fields.Boolean(load_default=False)
+    """Stored and returned exactly as written: ``values`` and ``negate`` stay absent when absent."""
+
+    attribute = Text(limits.ATTRIBUTE_CHARS, min_chars=1,
+                     metadata={"description": "Context attribute (not used by in_segment)."})
+    op = ma.fields.String(required=True, validate=ma.validate.Length(max=50), metadata={"description": _OPS})
+    values = ma.fields.List(ma.fields.Raw(allow_none=True, validate=_short_strings),
+                            validate=at_most(limits.VALUES_PER_CONDITION, "values per condition"),
+                            metadata={"description": "Non-empty for every op but exists (absent or [])."})
+    negate = StrictBoolean(metadata={"description": "Inverts the condition (absent: false)."})
+
+
+_WEIGHTS_SHAPE = 'Must be [[variation, basis_points], ...] summing to 10000, e.g. [["on", 2500], ["off", 7500]].'
 
 
 class RolloutSchema(StrictSchema):
-    weights = ma.fields.List(ma.fields.List(ma.fields.Raw()), required=True,
-                             metadata={"description": "[[variation_key, basis_points], ...] summing to 10000"})
-    bucket_by = ma.fields.String()
-    salt = ma.fields.String()
+    weights = ma.fields.List(
+        ma.fields.List(ma.fields.Raw(), error_messages={"invalid": _WEIGHTS_SHAPE}), required=True,
+        validate=at_most(limits.VARIATIONS, "weights"), error_messages={"invalid": _WEIGHTS_SHAPE},
+        metadata={"description": "[[variation_key, basis_points], ...] summing to 10000"})
+    bucket_by = Text(limits.ATTRIBUTE_CHARS, min_chars=1)
+    salt = Text(limits.SALT_CHARS)
 
 
 class ServeSchema(StrictSchema):
-    variation = ma.fields.String()
+    variation = Text(limits.KEY_CHARS)
     rollout = ma.fields.Nested(RolloutSchema)
-    experiment = ma.fields.String()
+    experiment = Text(limits.KEY_CHARS)
 
 
 class PrerequisiteSchema(StrictSchema):
-    flag = ma.fields.String(required=True)
-    variation = ma.fields.String(required=True)
+    flag = Text(limits.KEY_CHARS, required=True)
+    variation = Text(limits.KEY_CHARS, required=True)
 
 
 class TargetSchema(StrictSchema):
-    variation = ma.fields.String(required=True)
-    values = ma.fields.List(ma.fields.String(), required=True)
+    variation = Text(limits.KEY_CHARS, required=True)
+    values = ma.fields.List(Text(limits.UNIT_CHARS), required=True,
+                            validate=at_most(limits.TARGETS_PER_FLAG, "unit ids per flag and environment"))
 
 
 class RuleSchema(StrictSchema):
-    id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=100))
-    description = ma.fields.String(load_default="")
-    conditions = ma.fields.List(ma.fields.Nested(ConditionSchema), load_default=list)
+    id = Text(limits.RULE_ID_CHARS, min_chars=1, required=True)
+    description = Text(limits.RULE_DESCRIPTION_CHARS, load_default="")
+    conditions = ma.fields.List(ma.fields.Nested(ConditionSchema), load_default=list,
+                                validate=at_most(limits.CONDITIONS_PER_RULE, "conditions per rule"))
     serve = ma.fields.Nested(ServeSchema, required=True)
 
 
 class TargetingSchema(StrictSchema):
-    enabled = ma.fields.Boolean(required=True)
-    off_variation = ma.fields.String(required=True)
-    prerequisites = ma.fields.List(ma.fields.Nested(PrerequisiteSchema), load_default=list)
-    targets = ma.fields.List(ma.fields.Nested(TargetSchema), load_default=list)
-    rules = ma.fields.List(ma.fields.Nested(RuleSchema), load_default=list)
+    enabled = StrictBoolean(required=True)
+    off_variation = Text(limits.KEY_CHARS, required=True)
+    prerequisites = ma.fields.List(ma.fields.Nested(PrerequisiteSchema), load_default=list,
+                                   validate=at_most(limits.PREREQUISITES, "prerequisites"))
+    targets = ma.fields.List(ma.fields.Nested(TargetSchema), load_default=list,
+                             validate=at_most(limits.VARIATIONS, "target lists"))
+    rules = ma.fields.List(ma.fields.Nested(RuleSchema), load_default=list,
+                           validate=at_most(limits.RULES_PER_FLAG, "rules per flag and environment"))
     fallthrough = ma.fields.Nested(ServeSchema, required=True)
 
 
@@ -68,16 +100,19 @@ class TargetingPatchSchema(TargetingSchema):
         super().__init__(*args, partial=True, **kwargs)
 
 
+_VARIATIONS = ma.validate.Length(min=1, max=limits.VARIATIONS,
+                                 error=f"A flag has 1 to {limits.VARIATIONS} variations.")
+
+
 class FlagSchema(StrictSchema):
     key = Key(required=True)
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    description = ma.fields.String(load_default="", validate=ma.validate.Length(max=5000))
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    description = Text(limits.DESCRIPTION_CHARS, load_default="")
     kind = ma.fields.String(required=True, validate=ma.validate.OneOf(KINDS))
-    variations = ma.fields.List(ma.fields.Nested(VariationSchema), required=True,
-                                validate=ma.validate.Length(min=1, max=100))
-    tags = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=1, max=100)), load_default=list)
-    owner = ma.fields.String(load_default=None, allow_none=True)
-    temporary = ma.fields.Boolean(load_default=True)
+    variations = ma.fields.List(ma.fields.Nested(VariationSchema), required=True, validate=_VARIATIONS)
+    tags = Tags(load_default=list)
+    owner = Text(limits.OWNER_CHARS, load_default=None, allow_none=True)
+    temporary = StrictBoolean(load_default=True)
     archived = ma.fields.Boolean(dump_only=True)
     version = ma.fields.Integer(dump_only=True)
     environments = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(TargetingSchema), dump_only=True)
@@ -86,13 +121,13 @@ class FlagSchema(StrictSchema):
 
 
 class FlagPatchSchema(StrictSchema):
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    description = ma.fields.String(validate=ma.validate.Length(max=5000))
-    variations = ma.fields.List(ma.fields.Nested(VariationSchema), validate=ma.validate.Length(min=1, max=100))
-    tags = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=1, max=100)))
-    owner = ma.fields.String(allow_none=True)
-    temporary = ma.fields.Boolean()
-    archived = ma.fields.Boolean(metadata={"description": "false restores an archived flag"})
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    description = Text(limits.DESCRIPTION_CHARS)
+    variations = ma.fields.List(ma.fields.Nested(VariationSchema), validate=_VARIATIONS)
+    tags = Tags()
+    owner = Text(limits.OWNER_CHARS, allow_none=True)
+    temporary = StrictBoolean()
+    archived = StrictBoolean(metadata={"description": "false restores an archived flag"})
 
 
 class FlagQuerySchema(PageQuerySchema):
@@ -106,14 +141,14 @@ class RollbackSchema(StrictSchema):
     version = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1, max=2**31 - 1))
 
 
-class DiffEntrySchema(ma.Schema):
+class DiffEntrySchema(BaseSchema):
     path = ma.fields.String()
     op = ma.fields.String()
     before = ma.fields.Raw(allow_none=True)
     after = ma.fields.Raw(allow_none=True)
 
 
-class FlagVersionSchema(ma.Schema):
+class FlagVersionSchema(BaseSchema):
     version = ma.fields.Integer()
     action = ma.fields.String()
     actor = ma.fields.String()

@@ -1,15 +1,16 @@
 import marshmallow as ma
 
+from ..domain import limits
 from ..domain.metrics import DIRECTIONS, TYPES
-from .common import Key, PageQuerySchema, StrictSchema, page_schema
+from .common import Key, PageQuerySchema, StrictSchema, Tags, Text, page_schema
 
-_EVENT = ma.validate.Length(min=1, max=200)
+_EVENT = ma.validate.Length(min=1, max=limits.EVENT_KEY_CHARS)
 
 
 class MetricSchema(StrictSchema):
     key = Key(required=True)
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    description = ma.fields.String(load_default="", validate=ma.validate.Length(max=5000))
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    description = Text(limits.DESCRIPTION_CHARS, load_default="")
     event = ma.fields.String(required=True, validate=_EVENT, metadata={"description": "Track event key."})
     type = ma.fields.String(required=True, validate=ma.validate.OneOf(TYPES), metadata={"description": (
         "conversion: share of units with >= 1 event; count: events per unit; mean: per-unit sum of event "
@@ -27,15 +28,15 @@ class MetricSchema(StrictSchema):
                                 validate=ma.validate.Range(min=0, max=1, min_inclusive=False, max_inclusive=False),
                                 metadata={"description": "Cap per-unit values at this quantile of all units' "
                                                          "values, e.g. 0.99 (not for conversion metrics)."})
-    tags = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=1, max=100)), load_default=list)
+    tags = Tags(load_default=list)
     version = ma.fields.Integer(dump_only=True)
     created_at = ma.fields.DateTime(dump_only=True)
     updated_at = ma.fields.DateTime(dump_only=True)
 
 
 class MetricPatchSchema(StrictSchema):
-    name = ma.fields.String(validate=ma.validate.Length(min=1, max=200))
-    description = ma.fields.String(validate=ma.validate.Length(max=5000))
+    name = Text(limits.NAME_CHARS, min_chars=1)
+    description = Text(limits.DESCRIPTION_CHARS)
     event = ma.fields.String(validate=_EVENT)
     type = ma.fields.String(validate=ma.validate.OneOf(TYPES))
     denominator = ma.fields.String(allow_none=True, validate=_EVENT)
@@ -43,7 +44,7 @@ class MetricPatchSchema(StrictSchema):
     window_hours = ma.fields.Float(allow_none=True, validate=ma.validate.Range(min=0, min_inclusive=False, max=24 * 366))
     winsorize = ma.fields.Float(allow_none=True, validate=ma.validate.Range(min=0, max=1, min_inclusive=False,
                                                                             max_inclusive=False))
-    tags = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=1, max=100)))
+    tags = Tags()
 
 
 class MetricQuerySchema(PageQuerySchema):

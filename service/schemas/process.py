@@ -5,7 +5,7 @@ from datetime import UTC
 import marshmallow as ma
 
 from ..models.process import CHANGE_REQUEST_STATES, ROLLOUT_STATES, SCHEDULE_STATES
-from .common import PageQuerySchema, StrictSchema, page_schema
+from .common import BaseSchema, PageQuerySchema, StrictSchema, page_schema
 from .flags import DiffEntrySchema, TargetingPatchSchema, TargetingSchema
 
 MAX_COMMENT = 5000
@@ -50,7 +50,7 @@ class ApplySchema(StrictSchema):
         "description": "Admins only: apply without the required approvals (audited as a bypass)."})
 
 
-class ReviewEntrySchema(ma.Schema):
+class ReviewEntrySchema(BaseSchema):
     reviewer = ma.fields.String()
     decision = ma.fields.String()
     comment = ma.fields.String()
@@ -58,7 +58,7 @@ class ReviewEntrySchema(ma.Schema):
     created_at = ma.fields.DateTime()
 
 
-class ChangeRequestSchema(ma.Schema):
+class ChangeRequestSchema(BaseSchema):
     id = ma.fields.Integer()
     flag = ma.fields.String()
     environment = ma.fields.String()
@@ -108,7 +108,7 @@ class ScheduleCreateSchema(StrictSchema):
     comment = _comment(load_default="")
 
 
-class ScheduleSchema(ma.Schema):
+class ScheduleSchema(BaseSchema):
     id = ma.fields.Integer()
     flag = ma.fields.String()
     environment = ma.fields.String()
@@ -159,7 +159,7 @@ class GuardedRolloutCreateSchema(StrictSchema):
     comment = _comment(load_default="")
 
 
-class GuardedRolloutCheckSchema(ma.Schema):
+class GuardedRolloutCheckSchema(BaseSchema):
     id = ma.fields.Integer()
     checked_at = ma.fields.DateTime()
     step = ma.fields.Integer()
@@ -170,7 +170,7 @@ class GuardedRolloutCheckSchema(ma.Schema):
         "description": "Per guardrail: units, values, estimate (absolute lift), ci, p_value, harm."})
 
 
-class GuardedRolloutSchema(ma.Schema):
+class GuardedRolloutSchema(BaseSchema):
     id = ma.fields.Integer()
     flag = ma.fields.String()
     environment = ma.fields.String()

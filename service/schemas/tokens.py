@@ -1,10 +1,11 @@
 import marshmallow as ma
 
+from ..domain import limits
 from ..models import ROLES
-from .common import PageQuerySchema, StrictSchema, page_schema
+from .common import BaseSchema, PageQuerySchema, StrictSchema, Text, page_schema
 
 
-class TokenSchema(ma.Schema):
+class TokenSchema(BaseSchema):
     id = ma.fields.Integer(dump_only=True)
     name = ma.fields.String()
     role = ma.fields.String()
@@ -16,11 +17,11 @@ class TokenSchema(ma.Schema):
 
 
 class TokenCreateSchema(StrictSchema):
-    name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
+    name = Text(limits.NAME_CHARS, min_chars=1, required=True)
     role = ma.fields.String(required=True, validate=ma.validate.OneOf(ROLES))
 
 
-class TokenCreatedSchema(ma.Schema):
+class TokenCreatedSchema(BaseSchema):
     id = ma.fields.Integer(required=True)
     name = ma.fields.String(required=True)
     role = ma.fields.String(required=True)

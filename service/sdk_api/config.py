@@ -10,12 +10,10 @@ which the edge uses too (docs/delivery.md).
 """
 
 import time
-import uuid
 
 import marshmallow as ma
-from flask import Response, g, request
+from flask import Response, current_app, g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from pitcrew.evaluation import evaluate
 from pitcrew.events import exposure_attributes, iso_ts
@@ -23,7 +21,8 @@ from pitcrew_edge import protocol
 
 from .. import ingest, ruleset
 from ..errors import ApiError
-from ..schemas.common import StrictSchema
+from ..extensions import Blueprint
+from ..schemas.common import BaseSchema, StrictSchema
 
 blp = Blueprint("sdk", __name__, url_prefix="/sdk/v1", description="For SDKs (SDK key auth).")
 
@@ -64,7 +63,7 @@ class EvaluateRequestSchema(StrictSchema):
     flags = ma.fields.List(ma.fields.String(), load_default=None, allow_none=True)
 
 
-class EvaluationResultSchema(ma.Schema):
+class EvaluationResultSchema(BaseSchema):
     value = ma.fields.Raw(allow_none=True)
     variation = ma.fields.String(allow_none=True)
     reason = ma.fields.String()
@@ -73,7 +72,7 @@ class EvaluationResultSchema(ma.Schema):
     in_experiment = ma.fields.Boolean()
 
 
-class EvaluateResponseSchema(ma.Schema):
+class EvaluateResponseSchema(BaseSchema):
     flags = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(EvaluationResultSchema))
 
 
@@ -96,8 +95,8 @@ class Evaluate(MethodView):
 
 # Exposure ids derive from (environment, experiment, unit, variation), so
 # evaluating the same unit again stores nothing new: the ingestion's
-# idempotency by id is the deduplication an SDK does with its LRU.
-_EXPOSURE_NAMESPACE = uuid.UUID("4f0b7c52-2b1e-4c1b-9a57-0d7e3c2a9b11")
+# idempotency by id is the deduplication an SDK does with its LRU. They are
+# an HMAC under the server's secret, so nobody can pre-empt them.
 
 
 def remote_exposures(environment_id: int, compiled, context, results) -> list[dict]:
@@ -107,9 +106,10 @@ def remote_exposures(environment_id: int, compiled, context, results) -> list[di
     for result in results:
         if not result.in_experiment:
             continue
-        name = f"{environment_id}:{result.experiment}:{result.unit}:{result.variation}"
+        event_id = ingest.server_event_id(current_app.config["SECRET_KEY"], environment_id, result.experiment,
+                                          result.unit, result.variation)
         events.append({
-            "id": str(uuid.uuid5(_EXPOSURE_NAMESPACE, name)), "type": "exposure", "ts": now,
+            "id": event_id, "type": "exposure", "ts": now,
             "unit": result.unit, "experiment": result.experiment, "variation": result.variation,
             "attributes": exposure_attributes(compiled.experiment(result.experiment) or {}, context),
         })

@@ -12,7 +12,7 @@ from service import create_app
 from service.domain import environments as environment_domain
 from service.extensions import db
 
-from .support import ApiClient, LiveServer, make_sdk_key, make_token
+from .support import ApiClient, LiveClient, LiveServer, make_sdk_key, make_token
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +92,15 @@ def live_server(app, database_url):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def live_admin(live_server):
+    """An admin LiveClient on the shared live server (its token lives in this test's database)."""
+    return LiveClient(live_server.url, make_token("admin", "alice"))
+
+
+@pytest.fixture
+def live_sdk(live_server):
+    """An SDK-key LiveClient for the production environment."""
+    return LiveClient(live_server.url, make_sdk_key("production"))

@@ -2,12 +2,15 @@
 tokens and SDK keys made through the domain, and a real gunicorn server on a
 free loopback port."""
 
+import http.client
+import json as jsonlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.domain import Actor
@@ -62,35 +65,98 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class LiveResponse:
+    status: int
+    headers: dict
+    body: bytes
+
+    @property
+    def json(self):
+        return jsonlib.loads(self.body) if self.body else None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+class LiveClient:
+    """A small HTTP client for a LiveServer: one connection per request, safe to share between threads."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30):
+        self.host, self.port = url.removeprefix("http://").split(":")
+        self.token = token
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, *, json=..., data: bytes | None = None, headers=None,
+                token=...) -> LiveResponse:
+        headers = dict(headers or {})
+        token = self.token if token is ... else token
+        if token:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        if json is not ...:
+            data = jsonlib.dumps(json).encode()
+        if data is not None:
+            headers.setdefault("Content-Type", "application/json")
+        connection = http.client.HTTPConnection(self.host, int(self.port), timeout=self.timeout)
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            return LiveResponse(response.status, {k.lower(): v for k, v in response.getheaders()},
+                                response.read())
+        finally:
+            connection.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, json=..., **kw):
+        return self.request("POST", path, json=json, **kw)
+
+    def put(self, path, json=..., **kw):
+        return self.request("PUT", path, json=json, **kw)
+
+    def patch(self, path, json=..., **kw):
+        return self.request("PATCH", path, json=json, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
 class LiveServer:
     """The service as production runs it: gunicorn with service/gunicorn_conf.py
     (the asyncio worker, Flask in a thread pool), on a free loopback port."""
 
-    def __init__(self, database_url: str, extra_env: dict | None = None):
+    def __init__(self, database_url: str, extra_env: dict | None = None, log_path: str | None = None):
         self.database_url = database_url
         self.extra_env = extra_env or {}
+        self.log_path = log_path
         self.process = None
         self.port = None
+        self._log = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, port: int | None = None) -> None:
+    def start(self, port: int | None = None, ready_path: str = "/readyz") -> None:
+        """Start gunicorn; wait until ``ready_path`` answers 200 (``/healthz`` when the database may be down)."""
         self.port = port or self.port or free_port()
         env = dict(os.environ, DATABASE_URL=self.database_url, PORT=str(self.port),
                    WEB_CONCURRENCY="2", GUNICORN_THREADS="8", LOG_LEVEL="WARNING",
                    DELIVERY_POLL_INTERVAL="0.05", STREAM_HEARTBEAT="1", TOKEN_TOUCH_INTERVAL="0")
         env.update(self.extra_env)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        output = subprocess.DEVNULL
+        if self.log_path:
+            self._log = output = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "service:create_app()"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env=env, stdout=output, stderr=output,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
+                with urllib.request.urlopen(f"{self.url}{ready_path}", timeout=1) as response:
                     if response.status == 200:
                         return
             except OSError:
@@ -101,6 +167,9 @@ class LiveServer:
     def stop(self) -> None:
         _stop(self.process)
         self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def _stop(process) -> None:

@@ -296,7 +296,7 @@ def test_cli_export_matches_api(experiment, population, viewer, app, tmp_path):
     out = runner.invoke(args=["results", "export", "checkout-test", "--format", "csv", "--dimension", "country",
                               "-o", str(target)])
     assert out.exit_code == 0, out.output
-    assert target.read_text() == viewer.get(
+    assert target.read_bytes().decode() == viewer.get(
         "/api/v1/experiments/checkout-test/results?format=csv&dimension=country").get_data(as_text=True)
     missing = runner.invoke(args=["results", "export", "nope"])
     assert missing.exit_code != 0 and "does not exist" in missing.output

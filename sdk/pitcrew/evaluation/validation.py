@@ -179,7 +179,7 @@ def condition_errors(cond, path: str, *, allow_segments: bool = True) -> Errors:
     errors: Errors = []
     op = cond.get("op")
     if not isinstance(op, str) or op not in OPS:
-        errors.append((_join(path, "op"), f"unknown op {op!r}"))
+        errors.append((_join(path, "op"), f"unknown op {op!r}; use one of: {', '.join(sorted(OPS))}"))
     elif op == "in_segment" and not allow_segments:
         errors.append((_join(path, "op"), "segments cannot use in_segment"))
     negate = cond.get("negate")
@@ -226,20 +226,22 @@ def rollout_errors(rollout, path: str, variations) -> Errors:
     weights = rollout.get("weights")
     wpath = _join(path, "weights")
     if not isinstance(weights, list) or not weights:
-        errors.append((wpath, "must be a non-empty list of [variation, weight] pairs"))
+        errors.append((wpath, "must be a non-empty list of [variation, basis_points] pairs summing to 10000, "
+                              'shaped [[variation, basis_points], ...], e.g. [["on", 2500], ["off", 7500]]'))
         return errors
     total = 0
     ok = True
     for i, pair in enumerate(weights):
         p = f"{wpath}.{i}"
         if not isinstance(pair, list | tuple) or len(pair) != 2:
-            errors.append((p, "must be a [variation, weight] pair"))
+            errors.append((p, "must be a [variation, basis_points] pair; weights are shaped "
+                              "[[variation, basis_points], ...]"))
             ok = False
             continue
         _variation_ref(pair[0], f"{p}.0", variations, errors)
         weight = pair[1]
         if not _is_int(weight) or weight < 0:
-            errors.append((f"{p}.1", "must be a non-negative integer (basis points)"))
+            errors.append((f"{p}.1", "must be a non-negative integer (basis points, out of 10000)"))
             ok = False
         else:
             total += weight
