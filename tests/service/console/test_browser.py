@@ -399,6 +399,24 @@ def test_a_change_request_opened_approved_and_applied_reaches_the_sdk_config(ses
     author.reload()
     assert_accessible_basics(author)
     shot(author, "change-request-tablet")
+    author.set_viewport_size({"width": 1280, "height": 900})
+    author.get_by_role("link", name="Change requests").first.click()
+    author.get_by_label("State").select_option("applied")  # the filter form submits on change
+    author.wait_for_url(re.compile(r"state=applied"))
+    assert author.get_by_role("link", name="#1").is_visible()
+    assert_accessible_basics(author)
+    shot(author, "change-requests")
+    # Staging is not protected: schedule turning the flag on there, as a quick change.
+    author.goto("/flags/checkout/schedules")
+    quick = author.get_by_role("form", name="Turn on or off at a time")
+    quick.get_by_label("Environment").select_option("staging")
+    quick.get_by_label("At (UTC)").fill((datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"))
+    assert "in your browser's time zone" in author.locator(".local-time").first.text_content()
+    quick.get_by_role("button", name="Schedule", exact=True).click()
+    author.wait_for_url(re.compile(r"/flags/checkout/schedules$"))
+    assert author.get_by_role("button", name="Cancel change 1").is_visible()
+    assert_accessible_basics(author)
+    shot(author, "schedules")
 
 
 def test_a_guarded_rollout_started_in_the_console_shows_its_guardrail_plot(session, live_server, admin):
