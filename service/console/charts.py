@@ -6,7 +6,10 @@ Generic building blocks for any console page:
 * ``forest_plot(rows, x_label=...)``: one horizontal interval per row
   (estimate marker + interval line), a zero line, labelled x axis;
 * ``interval_series(x_labels, series, y_label=...)``: lines with shaded
-  interval bands over an ordinal x axis (days), a zero line.
+  interval bands over an ordinal x axis (days), a zero line;
+* ``guardrail_plot(checks, harm_below=...)``: a guarded rollout's guardrail
+  over its checks: estimate, confidence sequence, zero line, the harm side
+  shaded and named, the steps as separators.
 
 Every chart has ``role="img"`` with a <title> and <desc> (screen readers),
 axis labels with units, and never uses colour alone: series also differ by
@@ -35,13 +38,18 @@ def percent(value: float, digits: int = 1) -> str:
     return f"{value * 100:+.{digits}f} %"
 
 
+def points(value: float, digits: int = 2) -> str:
+    """A difference of two proportions in percentage points (0.0123 -> ``+1.23 pts``)."""
+    return f"{value * 100:+.{digits}f} pts"
+
+
 def tick_format(ticks: Sequence[float], fmt: Callable[[float], str]) -> Callable[[float], str]:
     """Tick labels as short as the tick step allows (``+50 %`` rather than ``+50.0 %``)."""
-    if fmt is not percent or len(ticks) < 2:
+    if fmt not in (percent, points) or len(ticks) < 2:
         return fmt
     step = abs(ticks[1] - ticks[0]) * 100
     digits = 0 if step >= 1 else min(3, max(1, -math.floor(math.log10(step))))
-    return lambda v: percent(v, digits)
+    return lambda v: fmt(v, digits)
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -216,5 +224,128 @@ def interval_series(x_labels: Sequence[str], series: Sequence[Series], *, title:
         out.append(_marker(shape, left + 18, ly, color, 4))
         out.append(f'<text x="{left + 46}" y="{ly + 4:.1f}" fill="{INK}">{escape(s.label)} '
                    f'(line: estimate; band: interval)</text>')
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+@dataclass
+class Check:
+    """One point of a guardrail plot: a stored check of a guarded rollout."""
+
+    label: str  # x axis label, e.g. the check's time
+    estimate: float | None
+    lo: float | None
+    hi: float | None
+    harm: bool = False
+    stage: str = ""  # the rollout step the check belongs to, e.g. "10 %"
+
+
+HARM = "#a4243b"
+
+
+def guardrail_plot(checks: Sequence[Check], *, title: str, y_label: str, x_label: str, harm_below: bool,
+                   harm_text: str, ident: str = "guardrail", fmt: Callable[[float], str] = percent,
+                   width: int = 860, height: int = 320) -> Markup:
+    """A guardrail over the checks of a guarded rollout: the estimate (line) and its confidence
+    sequence (band, error bars when few), a zero line, the harm side shaded and labelled
+    (``harm_below``: harm is a negative lift), checks that found harm marked by a distinct
+    shape, and the rollout's steps as labelled vertical separators."""
+    left, right, top, bottom = 100, 48, 34, 70
+    legend = ["line and dots: estimate of the lift at each check",
+              "band and bars: its confidence sequence (valid at every look)",
+              f"shaded side: harm ({harm_text}); triangle: a check that found harm"]
+    legend_h = 20 * len(legend)
+    height = height + legend_h
+    plot_bottom = height - bottom - legend_h
+    values = [v for c in checks for v in (c.estimate, c.lo, c.hi) if v is not None and math.isfinite(v)] + [0.0]
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or 0.01
+    ticks = nice_ticks(lo - pad, hi + pad)
+    n = len(checks)
+    x = Scale(0, max(1, n - 1), left + 12, width - right - 12) if n > 1 else Scale(0, 0, left, width - right)
+    y = Scale(ticks[0], ticks[-1], plot_bottom, top)
+    tick_fmt = tick_format(ticks, fmt)
+    harms = [i for i, c in enumerate(checks) if c.harm]
+    latest = next((c for c in reversed(checks) if c.estimate is not None), None)
+    desc = f"{n} check(s). "
+    if latest is not None and latest.lo is not None:
+        desc += f"Latest ({latest.label}): {fmt(latest.estimate)}, interval {fmt(latest.lo)} to {fmt(latest.hi)}. "
+    elif n:
+        desc += "Not enough data for an estimate yet. "
+    desc += (f"Harm found at check {harms[0] + 1} ({checks[harms[0]].label})." if harms
+             else "No check found harm.") + f" Harm side: {harm_text}."
+    out = _open(width, height, title, desc, ident)
+    zero = y(0.0)
+    # The harm side, shaded and labelled in words (colour is not the only carrier).
+    band_top, band_bottom = (zero, plot_bottom) if harm_below else (top, zero)
+    if band_bottom - band_top > 0.5:
+        out.append(f'<rect x="{left}" y="{band_top:.1f}" width="{width - right - left}" '
+                   f'height="{band_bottom - band_top:.1f}" fill="{HARM}" fill-opacity="0.07"/>')
+    arrow = "▼" if harm_below else "▲"
+    label_y = plot_bottom - 8 if harm_below else top + 16
+    harm_label = (f'<text x="{left + 8}" y="{label_y:.1f}" fill="{HARM}" font-weight="600" stroke="#fff" '
+                  f'stroke-width="4" paint-order="stroke">{arrow} harm side: {escape(harm_text)}</text>')
+    for t in ticks:
+        py = y(t)
+        out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="{GRID}"/>')
+        out.append(f'<text x="{left - 8}" y="{py + 4:.1f}" text-anchor="end" fill="{MUTED}">'
+                   f'{escape(tick_fmt(t) if t else "0")}</text>')
+    # Step boundaries: where the check's step changes.
+    for i in range(n):
+        if i == 0 or checks[i].stage != checks[i - 1].stage:
+            px = x(i) if i == 0 else (x(i - 1) + x(i)) / 2
+            if i > 0:
+                out.append(f'<line x1="{px:.1f}" y1="{top - 4}" x2="{px:.1f}" y2="{plot_bottom}" stroke="{MUTED}" '
+                           f'stroke-dasharray="3 3"/>')
+            out.append(f'<text x="{px + 4:.1f}" y="{top - 8}" fill="{MUTED}">step {escape(checks[i].stage)}</text>')
+    every = max(1, math.ceil(n / 6))
+    for i, c in enumerate(checks):
+        if (i % every == 0 and n - 1 - i >= every / 2) or i == n - 1:
+            anchor = "end" if i == n - 1 and n > 1 else "middle"
+            out.append(f'<text x="{x(i):.1f}" y="{plot_bottom + 18}" text-anchor="{anchor}" fill="{MUTED}">'
+                       f'{escape(c.label)}</text>')
+    out.append(f'<line x1="{left}" y1="{zero:.1f}" x2="{width - right}" y2="{zero:.1f}" stroke="{INK}" '
+               f'stroke-width="1.5"/>')
+    out.append(f'<text x="{(left + width - right) / 2:.1f}" y="{plot_bottom + 42}" text-anchor="middle" '
+               f'fill="{INK}" font-weight="600">{escape(x_label)}</text>')
+    mid = (top + plot_bottom) / 2
+    out.append(f'<text transform="translate(16 {mid:.1f}) rotate(-90)" text-anchor="middle" fill="{INK}" '
+               f'font-weight="600">{escape(y_label)}</text>')
+    color = PALETTE[0]
+    band = [(i, c) for i, c in enumerate(checks) if c.lo is not None and c.hi is not None]
+    if len(band) >= 2:
+        upper = " ".join(f"{x(i):.1f},{y(c.hi):.1f}" for i, c in band)
+        lower = " ".join(f"{x(i):.1f},{y(c.lo):.1f}" for i, c in reversed(band))
+        out.append(f'<polygon points="{upper} {lower}" fill="{color}" fill-opacity="0.16" stroke="none"/>')
+    if len(band) <= 40:
+        for i, c in band:
+            out.append(f'<line x1="{x(i):.1f}" y1="{y(c.lo):.1f}" x2="{x(i):.1f}" y2="{y(c.hi):.1f}" '
+                       f'stroke="{color}" stroke-width="1.5"/>')
+    line = [(i, c) for i, c in enumerate(checks) if c.estimate is not None]
+    if len(line) >= 2:
+        path = " ".join(f"{x(i):.1f},{y(c.estimate):.1f}" for i, c in line)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2.5"/>')
+    for i, c in line:
+        if c.harm:
+            out.append(_marker("triangle", x(i), y(c.estimate), HARM, 6))
+        elif len(line) <= 60 or i == line[-1][0]:
+            out.append(_marker("circle", x(i), y(c.estimate), color, 3.5))
+    if not line:
+        out.append(f'<text x="{(left + width - right) / 2:.1f}" y="{(top + plot_bottom) / 2:.1f}" '
+                   f'text-anchor="middle" fill="{MUTED}">not enough data for an estimate yet</text>')
+    out.append(harm_label)  # over the data, with a white halo
+    for k, text in enumerate(legend):
+        ly = plot_bottom + 58 + 20 * k
+        if k == 0:
+            out.append(f'<line x1="{left}" y1="{ly:.1f}" x2="{left + 36}" y2="{ly:.1f}" stroke="{color}" '
+                       f'stroke-width="2.5"/>' + _marker("circle", left + 18, ly, color, 3.5))
+        elif k == 1:
+            out.append(f'<rect x="{left}" y="{ly - 7:.1f}" width="36" height="14" fill="{color}" '
+                       f'fill-opacity="0.16"/><line x1="{left + 18}" y1="{ly - 7:.1f}" x2="{left + 18}" '
+                       f'y2="{ly + 7:.1f}" stroke="{color}" stroke-width="1.5"/>')
+        else:
+            out.append(f'<rect x="{left}" y="{ly - 7:.1f}" width="36" height="14" fill="{HARM}" '
+                       f'fill-opacity="0.07" stroke="{GRID}"/>' + _marker("triangle", left + 18, ly, HARM, 5))
+        out.append(f'<text x="{left + 46}" y="{ly + 4:.1f}" fill="{INK}">{escape(text)}</text>')
     out.append("</svg>")
     return Markup("".join(out))

@@ -135,6 +135,32 @@ class Outcome:
     def errors(self) -> FieldErrors:
         return FieldErrors(dict(self.error.details) if self.error is not None else {})
 
+    @property
+    def status(self) -> int:
+        """The HTTP status a page re-rendered with this outcome answers (as the API would)."""
+        if self.error is None:
+            return 200
+        return STATUS.get(self.error.code, 400)
+
+    def without_prefix(self, prefix: str) -> FieldErrors:
+        """Field errors with ``prefix.`` dropped from their paths: a domain call that nests the
+        form's document (``targeting.rules.0.id``) reports at the form's own field names."""
+        return FieldErrors(strip_prefix(self.error.details if self.error is not None else {}, prefix))
+
+
+# Status of a domain error on a console page: the API's (service/errors.py).
+STATUS = {"validation_error": 400, "not_found": 404, "forbidden": 403, "conflict": 409,
+          "precondition_failed": 409, "change_request_required": 409}
+
+
+def strip_prefix(details: dict, prefix: str) -> dict:
+    out: dict = {}
+    for path, messages in (details or {}).items():
+        if path.startswith(prefix + "."):
+            path = path[len(prefix) + 1:]
+        out.setdefault(path, []).extend(messages if isinstance(messages, list) else [messages])
+    return out
+
 
 def attempt(fn, *args, **kwargs) -> Outcome:
     try:
@@ -142,6 +168,12 @@ def attempt(fn, *args, **kwargs) -> Outcome:
     except DomainError as exc:
         db.session.rollback()
         return Outcome(None, exc)
+
+
+def when(name: str = "at") -> str:
+    """A time typed in a form, in UTC unless it names an offset (``2026-12-01T09:00``);
+    returned as text for the API schema to parse (and to report at the field)."""
+    return (request.form.get(name) or "").strip()
 
 
 def version(name: str = "version") -> int:

@@ -37,7 +37,6 @@ from . import bp
 
 csrf = CSRFProtect()
 PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
-DOMAIN_STATUS = {"validation_error": 400, "not_found": 404, "conflict": 409, "precondition_failed": 409}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 
@@ -180,7 +179,21 @@ def _csrf_failed(error):
 @bp.errorhandler(DomainError)
 def _domain_error(error):
     db.session.rollback()
-    return error_page(DOMAIN_STATUS.get(error.code, 400), "Cannot do that", error.message, error.details)
+    from .forms import STATUS
+
+    return error_page(STATUS.get(error.code, 400), "Cannot do that", error.message, error.details)
+
+
+@bp.errorhandler(413)
+def _too_large(error):
+    limits = []
+    if current_app.config.get("MAX_FORM_MEMORY_SIZE"):
+        limits.append(f"a text field at most {current_app.config['MAX_FORM_MEMORY_SIZE'] // 1000} kB")
+    if current_app.config.get("MAX_CONTENT_LENGTH"):
+        limits.append(f"the whole form at most {current_app.config['MAX_CONTENT_LENGTH'] // 1024 // 1024} MiB")
+    detail = f" ({', '.join(limits)})" if limits else ""
+    return error_page(413, "Too large", f"The form is larger than the service accepts{detail}; nothing was "
+                                        "changed. Upload a large document as a file.")
 
 
 @bp.errorhandler(404)

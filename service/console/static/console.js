@@ -29,10 +29,13 @@
       selection.addRange(range);
     }
   }
-  // Confirm before destructive posts: <form data-confirm="Really?">
+  // Confirm before destructive posts: <form data-confirm="Really?">, or on one
+  // of its buttons: <button data-confirm="Really?">.
   document.addEventListener("submit", function (event) {
     var form = event.target;
-    var message = form.getAttribute && form.getAttribute("data-confirm");
+    var button = event.submitter;
+    var message = (button && button.getAttribute("data-confirm")) ||
+      (form.getAttribute && form.getAttribute("data-confirm"));
     if (message && !window.confirm(message)) event.preventDefault();
   });
   // Filters: submit a filter form when a select changes (there is a button too).
@@ -60,5 +63,36 @@
   });
   document.addEventListener("change", function (event) {
     if (event.target.matches("fieldset.serve select[name$='.kind']")) sync(event.target);
+  });
+})();
+// Times typed in UTC (<input data-utc>): show the same moment in the browser's time zone.
+(function () {
+  "use strict";
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function offset(date) {
+    var minutes = -date.getTimezoneOffset();
+    var sign = minutes < 0 ? "-" : "+";
+    minutes = Math.abs(minutes);
+    return "UTC" + sign + pad(Math.floor(minutes / 60)) + ":" + pad(minutes % 60);
+  }
+  function show(input) {
+    var note = input.parentNode.querySelector(".local-time");
+    if (!note) {
+      note = document.createElement("small");
+      note.className = "help local-time";
+      note.setAttribute("aria-live", "polite");
+      input.parentNode.appendChild(note);
+    }
+    var match = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})/.exec(input.value);
+    if (!match) { note.textContent = "Your browser's time zone: " + offset(new Date()) + "."; return; }
+    var date = new Date(Date.UTC(+match[1], +match[2] - 1, +match[3], +match[4], +match[5]));
+    note.textContent = "= " + date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) +
+      " " + pad(date.getHours()) + ":" + pad(date.getMinutes()) + " in your browser's time zone (" + offset(date) + ").";
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("input[data-utc]").forEach(show);
+  });
+  document.addEventListener("input", function (event) {
+    if (event.target.matches("input[data-utc]")) show(event.target);
   });
 })();

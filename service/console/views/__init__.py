@@ -1,3 +1,17 @@
 """Console pages, one module per area; importing them registers their routes and nav entries."""
 
-from . import audit, environments, experiments, flags, home, metrics, segments, tokens, tools  # noqa: F401
+from . import (  # noqa: F401
+    audit,
+    change_requests,
+    environments,
+    experiments,
+    flags,
+    flags_as_code,
+    home,
+    metrics,
+    rollouts,
+    schedules,
+    segments,
+    tokens,
+    tools,
+)

@@ -10,7 +10,8 @@ from .. import bp, nav
 
 nav.register("Audit log", "console.audit", order=80)
 FILTERS = ("resource_type", "resource_key", "actor", "environment")
-RESOURCE_TYPES = ("flag", "segment", "metric", "experiment", "environment", "sdk_key", "token")
+RESOURCE_TYPES = ("flag", "segment", "metric", "experiment", "environment", "sdk_key", "token", "change_request",
+                  "schedule", "rollout")
 
 
 def _date(name: str):

@@ -5,9 +5,9 @@ from flask import flash, redirect, render_template, request, url_for
 from ...auth import requires
 from ...domain import environments as domain
 from ...domain import tokens as token_domain
-from ...schemas.environments import EnvironmentSchema
+from ...schemas.environments import EnvironmentPatchSchema, EnvironmentSchema
 from .. import bp, nav
-from ..forms import FieldErrors, attempt, load, version
+from ..forms import FieldErrors, Outcome, attempt, load, number, version
 from ..session import actor
 
 nav.register("Environments", "console.environments", order=60)
@@ -37,11 +37,12 @@ def environment_create():
     return redirect(url_for("console.environment", key=outcome.value.key), 303)
 
 
-def _page(key, created=None, status=200):
+def _page(key, created=None, status=200, outcome: Outcome | None = None, form: dict | None = None):
     env = domain.get(key)
     keys = sorted(env.sdk_keys, key=lambda k: k.id)
     return render_template("console/environment.html", title=f"Environment {key}", env=env, keys=keys,
-                           created=created), status
+                           created=created, outcome=outcome, errors=outcome.errors if outcome else FieldErrors(),
+                           form=form or {}), status
 
 
 @bp.get("/environments/<key>")
@@ -79,3 +80,19 @@ def environment_delete(key):
     return redirect(url_for("console.environments"), 303)
 
 
+
+
+@bp.post("/environments/<key>/approvals")
+@requires("admin")
+def environment_approvals(key):
+    """Protect an environment (approvals_required > 0: its targeting changes through change
+    requests, docs/process.md) or lift the protection (0)."""
+    raw = request.form.get("approvals_required", "")
+    changes = {"approvals_required": number(raw, integer=True)}
+    outcome = attempt(lambda: domain.update(actor(), key, load(EnvironmentPatchSchema(), changes), version()))
+    if not outcome.ok:
+        return _page(key, outcome=outcome, status=outcome.status, form={"approvals_required": raw})
+    needed = outcome.value.approvals_required
+    flash(f"{key} now requires {needed} approval(s) for targeting changes." if needed else
+          f"{key} no longer requires approvals: targeting changes apply directly.", "success")
+    return redirect(url_for("console.environment", key=key), 303)

@@ -1,5 +1,11 @@
 """Flags: list with status per environment, a flag's page, the targeting editor,
-environment comparison and copy, history with diffs and rollback."""
+environment comparison and copy, history with diffs and rollback.
+
+In a protected environment (``approvals_required > 0``) the writes that the
+API refuses with 409 ``change_request_required`` open a change request
+instead: the targeting editor's save, the on/off switch and a copy into it
+(docs/process.md). The editor also schedules its changes for a time in an
+unprotected environment."""
 
 from __future__ import annotations
 
@@ -9,11 +15,29 @@ from flask import abort, flash, redirect, render_template, request, url_for
 
 from pitcrew.evaluation.operators import NUMBER_OPS, OPS
 
+from ...domain import change_requests as request_domain
+from ...domain import environments as environment_domain
 from ...domain import flags as domain
+from ...domain import rollouts as rollout_domain
+from ...domain import schedules as schedule_domain
 from ...domain.diff import json_diff
+from ...domain.errors import ValidationFailed
+from ...domain.versioning import check_version
+from ...models.types import utcnow
 from ...schemas.flags import FlagPatchSchema, FlagSchema, TargetingSchema
+from ...schemas.process import ChangeRequestCreateSchema, ScheduleCreateSchema
 from .. import bp, nav, queries
-from ..forms import FieldErrors, Outcome, attempt, form_items, load, number, unflatten, version
+from ..forms import (
+    FieldErrors,
+    Outcome,
+    attempt,
+    form_items,
+    load,
+    number,
+    unflatten,
+    version,
+    when,
+)
 from ..session import actor
 
 nav.register("Flags", "console.flags", order=10)
@@ -158,15 +182,64 @@ def _flag_page(key: str, *, settings_errors: FieldErrors | None = None, outcome:
     environments = queries.environments()
     by_env = {row.environment_id: row.targeting for row in flag.targeting}
     evaluations = queries.evaluation_stats([flag.key])
+    requests = [request_domain.to_dict(r) for r in queries.active_change_requests(flag.id)]
+    schedules = [schedule_domain.to_dict(s) for s in
+                 schedule_domain.list_for_flag(key, state="pending", limit=100).items]
+    rollouts = {r.environment_id: rollout_domain.to_dict(r) for r in
+                rollout_domain.list_for_flag(key, state="running", limit=100).items}
     envs = []
     for env in environments:
         targeting = by_env.get(env.id) or domain.default_targeting(flag.variations)
         last, count = evaluations.get((flag.key, env.id), (None, 0))
         envs.append({"env": env, "targeting": targeting, "summary": describe(targeting), "last": last,
-                     "count": count, "on": bool(targeting.get("enabled"))})
+                     "count": count, "on": bool(targeting.get("enabled")),
+                     "requests": [r for r in requests if r["environment"] == env.key],
+                     "schedules": [s for s in schedules if s["environment"] == env.key],
+                     "rollout": rollouts.get(env.id)})
     return render_template("console/flags/flag.html", title=f"Flag {flag.key}", flag=flag, envs=envs,
                            settings_errors=settings_errors or FieldErrors(), outcome=outcome,
-                           show_value=_show_value), status
+                           show_value=_show_value, requests=requests, schedules=schedules,
+                           describe_patch=describe_patch), status
+
+
+def describe_patch(patch: dict | None) -> str:
+    """A targeting patch in a few words ("turn on", "default rule: on; 2 rule(s)")."""
+    if not patch:
+        return ""
+    parts = []
+    for name, value in patch.items():
+        if name == "enabled":
+            parts.append("turn on" if value else "turn off")
+        elif name == "off_variation":
+            parts.append(f"when off serve {value}")
+        elif name == "fallthrough":
+            parts.append(f"default rule: {describe_serve(value)}")
+        elif isinstance(value, list):
+            parts.append(f"{name}: {len(value)}")
+        else:
+            parts.append(f"{name}: {value}")
+    return "; ".join(parts)
+
+
+def open_change_request(key: str, env: str, form_version: int, **proposal):
+    """Open a change request for a write a protected environment refuses directly.
+
+    ``form_version`` is the flag version the page was rendered from: a stale page is a
+    conflict here as it would be for a direct write (a request based on a targeting the
+    user never saw would silently undo someone's change)."""
+    flag = domain.get(key)
+    check_version(flag.version, form_version)
+    data = load(ChangeRequestCreateSchema(), {"flag": key, "environment": env, **proposal,
+                                             "comment": request.form.get("comment") or ""})
+    return request_domain.create(actor(), data)
+
+
+def requested(change_request, env: str, what: str):
+    """Flash the opened request and go to its page."""
+    needed = environment_domain.get(env).approvals_required
+    flash(f"Opened change request #{change_request.id} ({what}). It needs {needed} approval(s) "
+          "before it can be applied.", "success")
+    return redirect(url_for("console.change_request", request_id=change_request.id), 303)
 
 
 @bp.get("/flags/<key>")
@@ -177,7 +250,13 @@ def flag(key):
 @bp.post("/flags/<key>/environments/<env>/toggle")
 def flag_toggle(key, env):
     enabled = request.form.get("enabled") == "true"
-    outcome = attempt(domain.patch_targeting, actor(), key, env, {"enabled": enabled}, version())
+    expected = version()
+    if environment_domain.get(env).approvals_required > 0:
+        outcome = attempt(open_change_request, key, env, expected, patch={"enabled": enabled})
+        if outcome.ok:
+            return requested(outcome.value, env, f"turn {key} {'on' if enabled else 'off'} in {env}")
+        return _flag_page(key, outcome=outcome, status=outcome.status)
+    outcome = attempt(domain.patch_targeting, actor(), key, env, {"enabled": enabled}, expected)
     if not outcome.ok:
         return _flag_page(key, outcome=outcome, status=409 if outcome.conflict else 400)
     flash(f"{key} is now {'on' if enabled else 'off'} in {env}.", "success")
@@ -340,6 +419,7 @@ def apply_action(targeting: dict, action: str, keys: list[str]) -> bool:
 @bp.route("/flags/<key>/targeting/<env>", methods=["GET", "POST"])
 def targeting_edit(key, env):
     flag, targeting = domain.get_targeting(key, env)
+    protected = environment_domain.get(env).approvals_required > 0
     keys = [v["key"] for v in flag.variations]
     errors, outcome, status = FieldErrors(), None, 200
     form_version = flag.version
@@ -348,19 +428,63 @@ def targeting_edit(key, env):
         targeting = parse_targeting(unflatten(form_items()), keys)
         action = request.form.get("action") or "save"
         if not apply_action(targeting, action, keys):
-            outcome = attempt(lambda: domain.put_targeting(actor(), key, env, load(TargetingSchema(), targeting),
-                                                           form_version))
-            if outcome.ok:
-                flash(f"Saved targeting of {key} in {env} (version {outcome.value[0].version}).", "success")
-                return redirect(url_for("console.flag", key=key), 303)
-            errors = outcome.errors
-            status = 409 if outcome.conflict else 400
+            if action == "schedule":
+                outcome = attempt(_schedule_changes, key, env, targeting, form_version)
+                if outcome.ok:
+                    flash(f"Scheduled change {outcome.value.id} of {key} in {env} for "
+                          f"{outcome.value.at:%Y-%m-%d %H:%M} UTC.", "success")
+                    return redirect(url_for("console.flag_schedules", key=key), 303)
+                errors = outcome.without_prefix("patch")
+            elif protected:
+                outcome = attempt(open_change_request, key, env, form_version, targeting=targeting)
+                if outcome.ok:
+                    return requested(outcome.value, env, f"new targeting of {key} in {env}")
+                errors = outcome.without_prefix("targeting")
+            else:
+                outcome = attempt(lambda: domain.put_targeting(actor(), key, env, load(TargetingSchema(), targeting),
+                                                               form_version))
+                if outcome.ok:
+                    flash(f"Saved targeting of {key} in {env} (version {outcome.value[0].version}).", "success")
+                    return redirect(url_for("console.flag", key=key), 303)
+                errors = outcome.errors
+            status = outcome.status
+    return render_editor(flag, env, targeting, errors=errors, outcome=outcome, form_version=form_version,
+                         status=status)
+
+
+def render_editor(flag, env: str, targeting: dict, *, errors: FieldErrors, outcome: Outcome | None,
+                  form_version: int, status: int = 200, change_request: dict | None = None):
+    """The targeting editor: of the flag's live targeting, or of a change request's proposal
+    (``change_request``, saved as an edit of the request)."""
+    environment = environment_domain.get(env)
+    keys = [v["key"] for v in flag.variations]
     segments = _segment_keys()
-    other_flags = [f.key for f in domain.list_flags(limit=500).items if f.key != key]
-    return render_template("console/flags/targeting.html", title=f"Targeting of {key} in {env}", flag=flag,
+    other_flags = [f.key for f in domain.list_flags(limit=500).items if f.key != flag.key]
+    pending = [r for r in (request_domain.to_dict(r) for r in queries.active_change_requests(flag.id))
+               if r["environment"] == env]
+    title = (f"Change request #{change_request['id']}: targeting of {flag.key} in {env}" if change_request
+             else f"Targeting of {flag.key} in {env}")
+    return render_template("console/flags/targeting.html", title=title, flag=flag,
                            env=env, t=targeting, keys=keys, errors=errors, outcome=outcome, version=form_version,
                            ops=OP_CHOICES, serve_kinds=SERVE_KINDS, values_text=_values_text, segments=segments,
-                           other_flags=other_flags, pct=_pct), status
+                           other_flags=other_flags, pct=_pct, environment=environment,
+                           protected=environment.approvals_required > 0, pending=pending,
+                           change_request=change_request, now=utcnow(),
+                           at=request.form.get("at", "") if request.method == "POST" else ""), status
+
+
+def _schedule_changes(key: str, env: str, targeting: dict, form_version: int):
+    """Schedule the editor's changes: the top-level fields that differ from the live targeting
+    become the scheduled patch (fields left as they are keep whatever is live when it is due)."""
+    flag, live = domain.get_targeting(key, env)
+    check_version(flag.version, form_version)
+    wanted = load(TargetingSchema(), targeting)
+    patch = {name: value for name, value in wanted.items() if live.get(name) != value}
+    if not patch:
+        raise ValidationFailed("Nothing to schedule.", {"at": [
+            "The targeting above is the same as the live one: change something, then schedule it."]})
+    data = load(ScheduleCreateSchema(), {"at": when(), "patch": patch, "comment": request.form.get("comment") or ""})
+    return schedule_domain.create(actor(), key, env, data)
 
 
 def _segment_keys() -> list[str]:
@@ -396,6 +520,12 @@ def flag_copy(key):
         flash("Pick two different environments.", "error")
         return redirect(url_for("console.flag_compare", key=key, left=source, right=target), 303)
     _, targeting = domain.get_targeting(key, source)
+    if environment_domain.get(target).approvals_required > 0:
+        outcome = attempt(open_change_request, key, target, expected, targeting=targeting)
+        if outcome.ok:
+            return requested(outcome.value, target, f"copy the targeting of {key} from {source} to {target}")
+        return render_template("console/error.html", title="Not copied", message=outcome.error.message,
+                               details=outcome.error.details), outcome.status
     outcome = attempt(domain.put_targeting, actor(), key, target, targeting, expected, action="copy_targeting")
     if not outcome.ok:
         flag = domain.get(key)

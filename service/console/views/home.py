@@ -3,10 +3,12 @@
 from flask import flash, redirect, render_template, request, url_for
 
 from ...domain import audit as audit_domain
+from ...domain import change_requests as request_domain
 from ...domain import experiments as experiment_domain
+from ...domain import rollouts as rollout_domain
 from ...domain import tokens as token_domain
-from .. import bp, nav
-from ..session import safe_next, sign_in
+from .. import bp, nav, queries
+from ..session import can, current_user, safe_next, sign_in
 
 nav.register("Home", "console.home", order=0)
 
@@ -15,8 +17,11 @@ nav.register("Home", "console.home", order=0)
 def home():
     running = experiment_domain.list_experiments(status="running", limit=20).items
     recent = audit_domain.list_entries(limit=12).items
-    return render_template("console/home.html", title="Home", running=running,
-                           recent=recent, to_dict=experiment_domain.to_dict)
+    to_review, review_total = queries.awaiting_review(current_user().name, limit=10) if can("editor") else ([], 0)
+    rollouts = [rollout_domain.to_dict(r) for r in queries.all_rollouts(state="running", limit=10).items]
+    return render_template("console/home.html", title="Home", running=running, recent=recent,
+                           to_dict=experiment_domain.to_dict, to_review=[request_domain.to_dict(r) for r in to_review],
+                           review_total=review_total, rollouts=rollouts)
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -23,9 +23,13 @@ import sqlalchemy as sa
 
 from pitcrew import Client
 from service.domain import flags as flag_domain
+from service.domain import rollouts as rollout_domain
 from service.extensions import db
+from service.models import Rollout
+from service.worker import Worker
 
 from ..support import ROOT, make_sdk_key, make_token
+from .process_support import boolean_flag, events_for, http_post, protect, send
 
 CHROMIUM = os.environ.get("PITCREW_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -347,3 +351,135 @@ def test_experiment_created_started_and_read_in_the_console(session, live_server
     shot(page, "audit")
     db.session.expire_all()
     assert db.session.execute(sa.text("SELECT count(*) FROM events")).scalar() > 1500
+
+
+# ---------------------------------------------------------------- process: change requests, guarded rollouts, flags as code
+
+def test_a_change_request_opened_approved_and_applied_reaches_the_sdk_config(session, live_server, admin):
+    boolean_flag(admin, on_in=())
+    protect(admin, "production", 1)
+    sdk_key = make_sdk_key("production")
+    before = config(live_server, sdk_key)
+    author = session("editor", "erin")
+    author.goto("/flags/checkout")
+    author.get_by_role("link", name="Edit targeting in production").click()
+    assert author.get_by_text("This environment requires 1 approval; saving opens a change request").is_visible()
+    assert author.get_by_role("button", name="Save targeting").count() == 0
+    author.get_by_label("On: serve the targeting below").check()
+    author.get_by_label("Comment for the reviewers (what and why)").fill("Launch the new checkout")
+    assert_accessible_basics(author)
+    shot(author, "change-request-editor")
+    author.get_by_role("button", name="Open change request").first.click()
+    author.wait_for_url(re.compile(r"/change-requests/1$"))
+    assert author.get_by_text("Opened change request #1").is_visible()
+    assert author.get_by_role("button", name="Approve").count() == 0  # the author never approves
+    assert config(live_server, sdk_key)["version"] == before["version"]  # nothing live changed yet
+
+    reviewer = session("editor", "rita")
+    assert reviewer.get_by_text("Change requests awaiting your review (1)").is_visible()
+    reviewer.locator("#to-review").get_by_role("link", name="#1").click()
+    reviewer.wait_for_url(re.compile(r"/change-requests/1$"))
+    assert reviewer.locator("table.diff").get_by_text("enabled").is_visible()
+    reviewer.get_by_label("Review comment").fill("Looks right")
+    reviewer.get_by_role("button", name="Approve").click()
+    reviewer.wait_for_url(re.compile(r"/change-requests/1$"))
+    assert reviewer.get_by_text("Approved change request #1 (state: approved).").is_visible()
+    assert_accessible_basics(reviewer)
+    shot(reviewer, "change-request-approved")
+
+    author.reload()
+    author.get_by_role("button", name="Apply now").click()
+    author.wait_for_url(re.compile(r"/change-requests/1$"))
+    assert author.get_by_text("Applied change request #1").is_visible()
+    shot(author, "change-request-applied")
+    after = config(live_server, sdk_key)
+    assert after["version"] != before["version"]
+    assert after["flags"]["checkout"]["targeting"]["enabled"] is True
+    author.set_viewport_size({"width": 820, "height": 1180})
+    author.reload()
+    assert_accessible_basics(author)
+    shot(author, "change-request-tablet")
+    author.set_viewport_size({"width": 1280, "height": 900})
+    author.get_by_role("link", name="Change requests").first.click()
+    author.get_by_label("State").select_option("applied")  # the filter form submits on change
+    author.wait_for_url(re.compile(r"state=applied"))
+    assert author.get_by_role("link", name="#1").is_visible()
+    assert_accessible_basics(author)
+    shot(author, "change-requests")
+    # Staging is not protected: schedule turning the flag on there, as a quick change.
+    author.goto("/flags/checkout/schedules")
+    quick = author.get_by_role("form", name="Turn on or off at a time")
+    quick.get_by_label("Environment").select_option("staging")
+    quick.get_by_label("At (UTC)").fill((datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"))
+    assert "in your browser's time zone" in author.locator(".local-time").first.text_content()
+    quick.get_by_role("button", name="Schedule", exact=True).click()
+    author.wait_for_url(re.compile(r"/flags/checkout/schedules$"))
+    assert author.get_by_role("button", name="Cancel change 1").is_visible()
+    assert_accessible_basics(author)
+    shot(author, "schedules")
+
+
+def test_a_guarded_rollout_started_in_the_console_shows_its_guardrail_plot(session, live_server, admin):
+    boolean_flag(admin)
+    assert admin.post("/api/v1/metrics", json={"key": "purchases", "event": "purchase",
+                                               "type": "conversion"}).status_code == 201
+    page = session("editor", "erin")
+    page.goto("/flags/checkout")
+    page.get_by_role("link", name="Guarded rollout in production").click()
+    page.get_by_label("Guardrail metrics (harm on any rolls back)").select_option("purchases")
+    page.get_by_label("Step 1: percent").fill("10")
+    page.get_by_label("Step 1: hold (hours)").fill("1")
+    assert_accessible_basics(page)
+    shot(page, "rollout-new")
+    page.get_by_role("button", name="Start guarded rollout").click()
+    page.wait_for_url(re.compile(r"/rollouts/1$"))
+    assert page.get_by_text("step 1 of 4").is_visible()
+
+    # Traffic (exposures and purchases as an SDK sends them), then the real worker's checks.
+    sdk_key = make_sdk_key("production")
+    db.session.expire_all()
+    rollout = db.session.get(Rollout, 1)
+    t0, experiment = rollout.step_started_at, rollout_domain.to_dict(rollout)["experiment"]
+    rng, post = random.Random(5), http_post(live_server.url, sdk_key)
+    for k, size in enumerate((60, 240, 400)):
+        send(post, events_for(experiment, range(k * 1000, k * 1000 + size), {"on": 0.3, "off": 0.6}, rng))
+        Worker(clock=lambda k=k: t0 + timedelta(minutes=1 + 6 * k)).run_once()
+    db.session.expire_all()
+    assert db.session.get(Rollout, 1).state == "rolled_back"
+
+    page.reload()
+    assert page.locator("#reason").get_by_text("significant harm on guardrail 'purchases'").is_visible()
+    plot = page.locator("figure.guardrail svg.chart")
+    assert plot.count() == 1 and plot.is_visible()
+    assert "harm side: on below off; higher is better" in plot.inner_html()
+    assert plot.locator("polygon").count() >= 2 and plot.locator("polyline").count() == 1
+    checks = db.session.scalar(sa.text("SELECT count(*) FROM rollout_checks"))
+    assert checks >= 2 and page.locator("table.checks tbody tr").count() == checks
+    assert page.locator("table.checks").get_by_text("not enough data").first.is_visible()
+    assert_accessible_basics(page)
+    shot(page, "rollout")
+    page.locator("#h-guardrails ~ figure").first.screenshot(path=str(SHOTS / "rollout-plot.png"))
+
+
+def test_flags_as_code_preview_then_apply_in_the_browser(session, live_server, admin):
+    boolean_flag(admin, on_in=())
+    exported = admin.get("/api/v1/export?environment=staging&format=yaml").get_data(as_text=True)
+    page = session("editor", "erin")
+    page.get_by_role("link", name="Export / import").click()
+    page.wait_for_url(re.compile(r"/export-import/production$"))
+    page.get_by_role("link", name="staging").click()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download staging as YAML").click()
+    assert Path(download.value.path()).read_text() == exported
+    page.get_by_label("Document (YAML or JSON)").fill(exported.replace("enabled: false", "enabled: true", 1))
+    page.get_by_role("button", name="Preview changes (dry run)").click()
+    assert page.get_by_text("Preview (dry run): nothing has changed yet.").is_visible()
+    assert page.locator("#diff").get_by_text("targeting.enabled").is_visible()
+    shot(page, "import-preview")
+    assert flag_domain.get_targeting("checkout", "staging")[1]["enabled"] is False
+    page.get_by_role("button", name="Apply to staging").click()
+    assert page.get_by_text("Applied in one transaction.").is_visible()
+    db.session.expire_all()
+    assert flag_domain.get_targeting("checkout", "staging")[1]["enabled"] is True
+    assert_accessible_basics(page)
+    shot(page, "import-applied")
