@@ -29,16 +29,17 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from pitcrew.wire import EXPOSURE, MAX_EVALUATION_ENTRIES, TRACK
+from pitcrew.wire import MAX_BATCH_EVENTS as MAX_EVENTS
+from pitcrew.wire import MAX_EVENT_KEY_LENGTH as MAX_EVENT_KEY
+from pitcrew.wire import MAX_KEY_LENGTH as MAX_KEY
+from pitcrew.wire import MAX_UNIT_LENGTH as MAX_UNIT
+
 from .extensions import db
 from .models import FlagEvaluation
-from .models.event import EXPOSURE, TRACK
 
-MAX_EVENTS = 1000
 MAX_FUTURE = timedelta(hours=1)
 MIN_TS = datetime(2000, 1, 1, tzinfo=UTC)
-MAX_UNIT = 256
-MAX_KEY = 100
-MAX_EVENT_KEY = 200
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -302,7 +303,7 @@ def _evaluation_counts(evaluations: list, now: datetime | None) -> dict:
     """{(flag, variation, day): count} from the lenient ``evaluations`` list."""
     today = (now or datetime.now(UTC)).date()
     counts: dict = {}
-    for entry in evaluations[:10000]:
+    for entry in evaluations[:MAX_EVALUATION_ENTRIES]:
         if not isinstance(entry, dict):
             continue
         flag = entry.get("flag")

@@ -81,7 +81,7 @@ class Client:
     def __init__(self, url: str, sdk_key: str, *, poll_interval: float = 30, stream: bool = False,
                  events: bool = True, flush_interval: float = 5, max_queue: int = 10000,
                  cache_path: str | None = None, bootstrap: dict | None = None,
-                 timeout: float = 5):
+                 timeout: float = 5, spool_path: str | None = None):
         if not isinstance(url, str) or not isinstance(sdk_key, str):
             raise TypeError("Client(url, sdk_key): both must be strings")
         self._url = url.rstrip("/")
@@ -106,13 +106,14 @@ class Client:
                     load_into(store, ruleset, "cache", etag if fp == fingerprint else None)
 
         if events:
+            url, timeout = self._url, self._timeout
             self._events = EventProcessor(
-                Transport(self._url, sdk_key, self._timeout), flush_interval=flush_interval,
-                max_queue=max_queue, timeout=self._timeout,
+                lambda: Transport(url, sdk_key, timeout), flush_interval=flush_interval,
+                max_queue=max_queue, timeout=timeout, spool_path=spool_path,
             )
-            self._counts = self._events.counts
-            if store.compiled is not None:
-                self._events.start()
+            self._counts = self._events.counters
+            if store.compiled is not None or spool_path:
+                self._events.start()  # with a spool: resend what an earlier process left
         self._datasource = DataSource(
             Transport(self._url, sdk_key, self._timeout), store, poll_interval=poll_interval,
             stream=stream, cache_path=cache_path, fingerprint=fingerprint,
@@ -134,7 +135,7 @@ class Client:
                 key = (flag, r.variation)
                 c = counts.get(key)
                 if c is None:
-                    c = self._events.new_counter(key)
+                    c = self._events.counter(key)
                 next(c)
                 if r.in_experiment:
                     self._events.exposure(r, compiled, context)
@@ -187,7 +188,7 @@ class Client:
             key = (flag, variation)
             c = counts.get(key)
             if c is None:
-                c = self._events.new_counter(key)
+                c = self._events.counter(key)
             next(c)
         except Exception:
             pass
@@ -229,7 +230,8 @@ class Client:
         if ep is None:
             return
         try:
-            ep.track(event, context, value, self._store.track_units)
+            compiled = self._compiled
+            ep.track(event, context, value, () if compiled is None else compiled.track_units)
         except Exception:
             pass
 
@@ -248,12 +250,14 @@ class Client:
             return False
 
     def stats(self) -> dict:
-        """Event pipeline counters: queued, sent, dropped, failed (plus invalid, deduplicated,
-        retries)."""
+        """Event pipeline counters: queued, sent, dropped, failed, plus invalid, deduplicated,
+        retries, ``dropped_by_reason`` (``queue_full``, ``spool_full``, ``closed``), spooled
+        (events on disk) and in_flight (batches being sent). See docs/sdk-events.md."""
         ep = self._events
         if ep is None:
             return {"queued": 0, "sent": 0, "dropped": 0, "failed": 0, "invalid": 0,
-                    "deduplicated": 0, "retries": 0}
+                    "deduplicated": 0, "retries": 0, "dropped_by_reason": {}, "spooled": 0,
+                    "in_flight": 0}
         return ep.stats()
 
     # ================================================================= state
@@ -306,7 +310,7 @@ class Client:
     def _on_ruleset(self, old, new) -> None:
         self._compiled = new
         ep = self._events
-        if ep is not None and ep._thread is None and not self._closed:
+        if ep is not None and not ep.started and not self._closed:
             ep.start()
 
     # ================================================================= lifecycle
@@ -340,7 +344,7 @@ class Client:
         self._store.after_fork()
         if self._events is not None:
             self._events.after_fork()
-            self._counts = self._events.counts
+            self._counts = self._events.counters
         self._datasource.after_fork()
 
     def __repr__(self) -> str:

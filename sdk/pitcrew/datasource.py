@@ -30,13 +30,12 @@ import time
 from .evaluation import InvalidRuleset
 from .store import RulesetStore, write_cache
 from .transport import Transport, TransportError, backoff_delay
+from .wire import CONFIG_PATH, STREAM_PATH
 
 log = logging.getLogger("pitcrew")
 
 __all__ = ["DataSource"]
 
-CONFIG_PATH = "/sdk/v1/config"
-STREAM_PATH = "/sdk/v1/stream"
 STREAM_READ_TIMEOUT = 45.0  # > 2 x the service's 15 s keep-alive
 STREAM_RETRY_BASE = 0.5
 STREAM_RETRY_MAX = 30.0

@@ -202,7 +202,9 @@ class PitcrewProvider(AbstractProvider):
             return OFReason.TARGETING_MATCH
         if reason == Reason.RULE_MATCH or reason == Reason.FALLTHROUGH:
             rule = r.rule_id if reason == Reason.RULE_MATCH else None
-            if r.experiment is not None or (flag_key, rule) in self.client._store.split_serves:
+            compiled = self.client.ruleset
+            split = compiled is not None and (flag_key, rule) in compiled.split_serves
+            if r.experiment is not None or split:
                 if r.experiment is not None and not r.in_experiment:
                     # a released experiment serves one variation to everyone it matches
                     return OFReason.TARGETING_MATCH if rule else OFReason.DEFAULT

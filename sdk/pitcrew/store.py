@@ -47,8 +47,6 @@ class RulesetStore:
         self.source: str | None = None  # "bootstrap" | "cache" | "service"
         self.updated_at: float | None = None  # time.time() of the last swap
         self.checked_at: float | None = None  # last successful contact with the service
-        self.split_serves: frozenset = frozenset()  # (flag, rule_id|None) served by rollout/experiment
-        self.track_units: tuple = ()  # experiment unit attributes other than "id"
         self.ready = threading.Event()
         self._listeners: list = []
 
@@ -70,12 +68,8 @@ class RulesetStore:
     def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> CompiledRuleset:
         """Compile ``ruleset`` and swap it in. Raises InvalidRuleset; the old one then stays."""
         compiled = compile_ruleset(ruleset)
-        split = _split_serves(ruleset)
-        units = _track_units(ruleset)
         old = self.compiled
         # Order: auxiliary data first, the reference readers use last.
-        self.split_serves = split
-        self.track_units = units
         self.etag = etag
         self.source = source
         self.updated_at = time.time()
@@ -94,43 +88,6 @@ class RulesetStore:
         if self.compiled is not None:
             ready.set()
         self.ready = ready
-
-
-def _split_serves(ruleset) -> frozenset:
-    """(flag, rule_id) pairs (rule_id None for the fallthrough) whose serve is a rollout or experiment.
-
-    Used to report OpenFeature's SPLIT reason; cheap, and only flags with such serves appear.
-    """
-    out = []
-    try:
-        for key, flag in (ruleset.get("flags") or {}).items():
-            targeting = flag.get("targeting") if isinstance(flag, dict) else None
-            if not isinstance(targeting, dict):
-                continue
-            for rule in targeting.get("rules") or ():
-                serve = rule.get("serve") if isinstance(rule, dict) else None
-                if isinstance(serve, dict) and serve.get("variation") is None:
-                    out.append((key, rule.get("id")))
-            ft = targeting.get("fallthrough")
-            if isinstance(ft, dict) and ft.get("variation") is None:
-                out.append((key, None))
-    except Exception:
-        pass
-    return frozenset(out)
-
-
-def _track_units(ruleset) -> tuple:
-    """Unit attributes (other than ``id``) of the ruleset's experiments, in a stable order."""
-    out: dict = {}
-    try:
-        for exp in (ruleset.get("experiments") or {}).values():
-            if isinstance(exp, dict):
-                unit = exp.get("unit")
-                if isinstance(unit, str) and unit and unit != "id":
-                    out[unit] = None
-    except Exception:
-        pass
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------- disk cache

@@ -11,7 +11,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from pitcrew.evaluation import evaluate
-from pitcrew.events import exposure_attributes, iso_ts
+from pitcrew.wire import exposure_attributes, iso_ts
 
 from .. import ingest, ruleset
 from ..extensions import db

@@ -13,11 +13,11 @@ from flask import g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from pitcrew.wire import MAX_BATCH_BYTES
+
 from .. import ingest
 from ..errors import ApiError
 from ..schemas.events import EventBatchSchema, EventsAcceptedSchema
-
-MAX_BATCH_BYTES = 1024 * 1024  # after decompression
 
 blp = Blueprint("sdk_events", __name__, url_prefix="/sdk/v1/events",
                 description="Exposure and track events from SDKs (SDK key).")
