@@ -246,7 +246,7 @@ class Client:
         try:
             return ep.flush(timeout)
         except Exception:
-            log.exception("pitcrew: flush failed")
+            log.exception("flush failed")
             return False
 
     def stats(self) -> dict:
@@ -267,13 +267,23 @@ class Client:
         return self._compiled is not None
 
     def wait_until_ready(self, timeout: float | None = None) -> bool:
-        """Block up to ``timeout`` seconds (default: the client's ``timeout``) for a ruleset."""
+        """Block up to ``timeout`` seconds (default: the client's ``timeout``) for a ruleset.
+
+        Returns False early when the service refused the SDK key (401/403: ``status()``
+        then says ``"unauthorized"``); the client keeps retrying in the background."""
         if self._compiled is not None:
             return True
         if timeout is None:
             timeout = self._timeout
         try:
-            return self._store.ready.wait(max(float(timeout), 0.0))
+            deadline = time.monotonic() + max(float(timeout), 0.0)
+            ready = self._store.ready
+            while True:
+                remaining = deadline - time.monotonic()
+                if ready.wait(max(min(remaining, 0.05), 0.0)):
+                    return True
+                if remaining <= 0 or self._datasource.state == "unauthorized":
+                    return False
         except Exception:
             return self._compiled is not None
 
@@ -287,7 +297,7 @@ class Client:
             "source": store.source,
             "version": None if compiled is None else compiled.version,
             "environment": None if compiled is None else compiled.environment,
-            "state": ds.state,
+            "state": ds.state,  # initializing, valid, interrupted, unauthorized, closed
             "last_error": ds.last_error,
             "stream_connected": ds.stream_connected,
             "updated_at": store.updated_at,
@@ -331,7 +341,7 @@ class Client:
                 self._events.close(max(deadline - time.monotonic(), 0.0))
             self._datasource.stop(max(min(deadline - time.monotonic(), 1.0), 0.0))
         except Exception:
-            log.exception("pitcrew: error while closing the client")
+            log.exception("error while closing the client")
         _unregister(self)
 
     def __enter__(self) -> Client:
@@ -377,7 +387,7 @@ def _after_fork_in_child() -> None:
         try:
             client._after_fork_in_child()
         except Exception:
-            log.exception("pitcrew: could not restart a client after fork")
+            log.exception("could not restart a client after fork")
 
 
 def _close_all(timeout_cap: float | None = None) -> None:

@@ -79,7 +79,7 @@ class RulesetStore:
             try:
                 fn(old, compiled)
             except Exception:
-                log.exception("pitcrew: ruleset listener failed")
+                log.exception("ruleset listener failed")
         return compiled
 
     def after_fork(self) -> None:
@@ -125,10 +125,10 @@ def read_cache(path: str) -> tuple[dict, str | None, str | None] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        log.warning("pitcrew: ignoring unreadable cache file %s: %s", path, exc)
+        log.warning("ignoring unreadable cache file %s: %s", path, exc)
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("ruleset"), dict):
-        log.warning("pitcrew: ignoring cache file %s: unexpected content", path)
+        log.warning("ignoring cache file %s: unexpected content", path)
         return None
     etag = doc.get("etag")
     fingerprint = doc.get("fingerprint")
@@ -145,7 +145,7 @@ def load_into(store: RulesetStore, ruleset, source: str, etag: str | None = None
         store.apply(ruleset, source=source, etag=etag)
         return True
     except InvalidRuleset as exc:
-        log.warning("pitcrew: ignoring invalid %s ruleset: %s", source, exc)
+        log.warning("ignoring invalid %s ruleset: %s", source, exc)
     except Exception:
-        log.exception("pitcrew: could not load %s ruleset", source)
+        log.exception("could not load %s ruleset", source)
     return False

@@ -512,11 +512,25 @@ def _compile(pattern: str):
     return re.compile(pattern)
 
 
+_tests: dict = {}
+
+
 def compile_search(pattern: str):
     """``test(text) -> bool`` for an accepted pattern; raises ValueError for a refused one.
 
-    Texts longer than :data:`MAX_SUBJECT_LENGTH` never match.
+    Texts longer than :data:`MAX_SUBJECT_LENGTH` never match. Tests are shared between
+    the conditions that use the same pattern (they hold no state).
     """
+    test = _tests.get(pattern)
+    if test is None:
+        test = _compile_search(pattern)
+        if len(_tests) >= 4096:
+            _tests.clear()
+        _tests[pattern] = test
+    return test
+
+
+def _compile_search(pattern: str):
     error = pattern_error(pattern)
     if error is not None:
         raise ValueError(error)

@@ -131,7 +131,7 @@ class EventProcessor:
             attrs = _exposure_attributes(compiled.experiment(exp_key) or {}, context)
             self._append(((EXPOSURE, time.time(), unit, exp_key, variation, None, None, attrs),))
         except Exception:
-            log.debug("pitcrew: exposure not recorded", exc_info=True)
+            log.debug("exposure not recorded", exc_info=True)
 
     def track(self, event, context, value, unit_attrs) -> bool:
         """Queue the outcome events of one ``track()`` call. Never raises; False if not recorded."""
@@ -167,7 +167,7 @@ class EventProcessor:
             self._append(items)
             return True
         except Exception:
-            log.debug("pitcrew: track event not recorded", exc_info=True)
+            log.debug("track event not recorded", exc_info=True)
             self.invalid += 1
             return False
 
@@ -181,7 +181,7 @@ class EventProcessor:
     def _invalid(self, why: str) -> bool:
         with self._cond:
             self.invalid += 1
-        self._log_once(why, logging.WARNING, "pitcrew: event not recorded: %s", why)
+        self._log_once(why, logging.WARNING, "event not recorded: %s", why)
         return False
 
     # ================================================================= control
@@ -196,8 +196,8 @@ class EventProcessor:
             if self._thread is not None or self._stop.is_set():
                 return
             thread = threading.Thread(target=self._run, name="pitcrew-events", daemon=True)
-            self._thread = thread
             thread.start()
+            self._thread = thread  # only a started thread is ever seen (close() joins it)
 
     def flush(self, timeout: float | None) -> bool:
         """Deliver everything queued so far; wait up to ``timeout`` seconds (0: just schedule).
@@ -240,13 +240,20 @@ class EventProcessor:
             self._stop.set()
             self._cond.notify_all()
         self._wake.set()
-        threads = [t for t in [self._thread, *self._senders] if t is not None]
-        for t in threads:
-            if t is not threading.current_thread():
-                t.join(max(deadline - time.monotonic(), 0))
-        alive = any(t.is_alive() for t in threads)
+        joined: list = []
+        while True:  # the events thread may start senders while closing: join those too
+            with self._cond:
+                threads = [t for t in [self._thread, *self._senders] if t is not None]
+            new = [t for t in threads if t not in joined]
+            if not new:
+                break
+            for t in new:
+                if t is not threading.current_thread():
+                    t.join(max(deadline - time.monotonic(), 0))
+                joined.append(t)
+        alive = any(t.is_alive() for t in joined if t is not threading.current_thread())
         if alive:
-            log.warning("pitcrew: event delivery did not finish within the close timeout")
+            log.warning("event delivery did not finish within the close timeout")
         else:
             self._settle_after_close()
         for transport in self._transports:
@@ -341,7 +348,7 @@ class EventProcessor:
                 else:
                     self._wake.wait(max(next_tick - time.monotonic(), 0.001))
             except Exception:
-                log.exception("pitcrew: unexpected error in event delivery")
+                log.exception("unexpected error in event delivery")
                 self._stop.wait(1.0)
 
     def _open_spool(self) -> None:
@@ -350,12 +357,12 @@ class EventProcessor:
             leftovers = spool.open()
         except OSError as exc:
             self._log_once("spool", logging.ERROR,
-                           "pitcrew: cannot use spool_path %s (%s); events stay in memory",
+                           "cannot use spool_path %s (%s); events stay in memory",
                            self._spool_path, exc)
             return
         self._spool = spool
         if leftovers:
-            log.info("pitcrew: resending %d events left in the spool by an earlier process",
+            log.info("resending %d events left in the spool by an earlier process",
                      sum(n for _, n in leftovers))
             with self._cond:
                 for path, count in leftovers:
@@ -402,7 +409,7 @@ class EventProcessor:
             path, dropped = self._spool.write(batch.body, batch.count)
         except OSError as exc:
             self._log_once("spool-write", logging.ERROR,
-                           "pitcrew: cannot write to spool_path (%s); sending from memory", exc)
+                           "cannot write to spool_path (%s); sending from memory", exc)
             return
         batch.path = path
         if dropped:
@@ -423,8 +430,8 @@ class EventProcessor:
                 self._transports.append(transport)
                 t = threading.Thread(target=self._send_loop, args=(transport,),
                                      name="pitcrew-events-send", daemon=True)
-                self._senders.append(t)
                 t.start()
+                self._senders.append(t)
 
     def _log_drops(self) -> None:
         dropped = dict(self.queue.dropped)
@@ -434,7 +441,7 @@ class EventProcessor:
         if total > last_total and now - last_at >= DROP_LOG_INTERVAL:
             self._drops_logged = (total, now)
             why = ", ".join(f"{reason}: {n}" for reason, n in sorted(dropped.items()))
-            log.warning("pitcrew: %d events dropped so far (%s); queue_full means the service "
+            log.warning("%d events dropped so far (%s); queue_full means the service "
                         "or the network could not keep up with max_queue=%d events in memory "
                         "(set spool_path to spill to disk instead)", total, why, self._max_queue)
 
@@ -448,7 +455,7 @@ class EventProcessor:
     def _lost(self, n: int) -> None:
         with self._cond:
             self.failed += n
-        log.warning("pitcrew: %d events not delivered before the close timeout", n)
+        log.warning("%d events not delivered before the close timeout", n)
 
     def _settle_after_close(self) -> None:
         """Batches still waiting once every thread stopped: lost, or left in the spool."""
@@ -460,7 +467,7 @@ class EventProcessor:
         if lost:
             self._lost(lost)
         if kept:
-            log.info("pitcrew: %d events stay in the spool for the next process", kept)
+            log.info("%d events stay in the spool for the next process", kept)
 
     # ================================================================= senders
 
@@ -484,7 +491,7 @@ class EventProcessor:
             try:
                 self._deliver(transport, batch)
             except Exception:
-                log.exception("pitcrew: unexpected error in event delivery")
+                log.exception("unexpected error in event delivery")
                 with self._cond:
                     self._ready.appendleft(batch)
                 time.sleep(0.5)
@@ -560,9 +567,9 @@ class EventProcessor:
                 self._ready.appendleft(batch)
             self._cond.notify_all()
         if first:
-            log.warning("pitcrew: %s; keeping the events and retrying", message)
+            log.warning("%s; keeping the events and retrying", message)
         else:
-            log.debug("pitcrew: %s; retry in %.1fs", message, delay)
+            log.debug("%s; retry in %.1fs", message, delay)
         if give_back:
             return False
         with self._cond:  # wait for the gate (a flush() may open it early)
@@ -585,7 +592,7 @@ class EventProcessor:
             restored = self._outage
             self._outage = False
         if restored:
-            log.info("pitcrew: event delivery restored")
+            log.info("event delivery restored")
         accepted = duplicates = None
         rejected = []
         try:
@@ -610,7 +617,7 @@ class EventProcessor:
         parts = [(half, body_count(half)) for half in split_batch(body)]
         with self._cond:
             self._limit = max(1, batch.count // 2)
-        log.info("pitcrew: event batch too large for the service; splitting it")
+        log.info("event batch too large for the service; splitting it")
         new = [Batch("", half, count, batch.first_seq) for half, count in parts]
         if self._spool is not None and batch.path is not None:
             try:
@@ -638,10 +645,10 @@ class EventProcessor:
             self.failed += n
         key = key or message
         if detail:
-            self._log_once(key, logging.WARNING, "pitcrew: %s (%d events, not retried): %r",
+            self._log_once(key, logging.WARNING, "%s (%d events, not retried): %r",
                            message, n, detail)
         else:
-            self._log_once(key, logging.WARNING, "pitcrew: %s (%d events, not retried)", message, n)
+            self._log_once(key, logging.WARNING, "%s (%d events, not retried)", message, n)
 
     def _log_once(self, key, level, msg, *args) -> None:
         if key in self._logged:
