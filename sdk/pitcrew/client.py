@@ -2,10 +2,12 @@
 
 Shape (after LaunchDarkly's server SDK): the client owns a data store
 (:mod:`pitcrew.store`), a data source that fills it (:mod:`pitcrew.datasource`), the
-evaluation engine (:mod:`pitcrew.evaluation`) and an event processor
-(:mod:`pitcrew.events`); each network component has its own
-:class:`~pitcrew.transport.Transport`. At most two background threads per client:
-``pitcrew-datasource`` and ``pitcrew-events`` (started lazily).
+evaluation engine (:mod:`pitcrew.evaluation`) and an event sink
+(:mod:`pitcrew.events`), and uses each only through its interface in
+:mod:`pitcrew.interfaces`; each network component has its own
+:class:`~pitcrew.transport.Transport`. Background threads: ``pitcrew-datasource``,
+``pitcrew-events`` (started lazily) and its senders ``pitcrew-events-send`` (one at
+low load, up to four under load).
 
 The evaluation path does no I/O and takes no lock that a background thread
 holds during I/O: it reads the current compiled ruleset from one attribute,
@@ -26,6 +28,8 @@ from collections.abc import Mapping
 from .datasource import DataSource
 from .evaluation import EvaluationResult, Reason, evaluate
 from .events import EventProcessor
+from .interfaces import DataSource as DataSourceInterface
+from .interfaces import DataStore, EventSink
 from .store import RulesetStore, key_fingerprint, load_into, read_cache
 from .transport import Transport
 
@@ -88,9 +92,10 @@ class Client:
         self._timeout = max(float(timeout), 0.01)
         self._closed = False
         self._compiled = None
-        self._events = None
+        self._events: EventSink | None = None
         self._counts = None
-        self._store = store = RulesetStore()
+        self._store: DataStore = RulesetStore()
+        store = self._store
         store.add_listener(self._on_ruleset)
         fingerprint = key_fingerprint(self._url, sdk_key)
 
@@ -114,7 +119,7 @@ class Client:
             self._counts = self._events.counters
             if store.compiled is not None or spool_path:
                 self._events.start()  # with a spool: resend what an earlier process left
-        self._datasource = DataSource(
+        self._datasource: DataSourceInterface = DataSource(
             Transport(self._url, sdk_key, self._timeout), store, poll_interval=poll_interval,
             stream=stream, cache_path=cache_path, fingerprint=fingerprint,
         )
