@@ -356,8 +356,9 @@ class FaultProxy:
 
     ``faults`` is a deque of ``(path, action)``; the first entry whose path
     matches a request is consumed. ``action`` is ``(status, headers)`` to answer
-    without forwarding, or ``"forward_and_drop"`` to forward (the service stores
-    the batch) and then cut the connection before the client sees the response.
+    without forwarding, ``("delay", seconds)`` to forward after a pause, or
+    ``"forward_and_drop"`` to forward (the service stores the batch) and then
+    cut the connection before the client sees the response.
     ``log`` records ``(path, status, time.monotonic())`` as the client saw it.
     """
 
@@ -399,6 +400,9 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 action = proxy._take_fault(self.path)
+                if isinstance(action, tuple) and action[0] == "delay":
+                    time.sleep(action[1])
+                    action = None
                 if action is not None and action != "forward_and_drop":
                     status, headers = action
                     payload = b'{"error": {"code": "injected", "message": "fault", "details": {}}}'

@@ -222,7 +222,7 @@ def test_refused_key_is_reported_as_unauthorized_not_initializing(stub, status, 
             assert not status_now["ready"]
             stub.config_script.clear()  # the key is accepted again (e.g. fixed on the service)
             assert wait_for(client.is_ready, 3)  # the client kept retrying
-            assert client.status()["state"] == "valid"
+            assert wait_for(lambda: client.status()["state"] == "valid", 3)
         finally:
             client.close()
     refused = [r for r in caplog.records if "refused the SDK key" in r.getMessage()]
