@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -74,6 +76,7 @@ class EventProcessor:
         self._flush_interval = max(float(flush_interval), 0.01)
         self._max_queue = max(int(max_queue), 1)
         self._flush_at = max(1, min(FLUSH_AT, self._max_queue // 2))  # a small queue wakes sooner
+        self._spill_at = max(self._flush_at, self._max_queue // 2)  # with a spool: spill raw
         self._timeout = max(float(timeout), 0.01)
         self._spool_path = spool_path
         self._max_in_flight = max(int(max_in_flight), 1)
@@ -93,6 +96,7 @@ class EventProcessor:
         self._ready: deque = deque()  # built batches waiting for a sender
         self._inflight: set = set()
         self._carry: list = []  # items taken from the queue that did not fit a batch
+        self._raw: deque = deque()  # spilled files to convert: [path, events, first seq]
         self._summary_carry: list = []
         self._limit = MAX_BATCH_EVENTS  # halved after a 413, doubled back on success
         # The gate every sender waits for (backoff after a failure, Retry-After).
@@ -279,7 +283,7 @@ class EventProcessor:
     def stats(self) -> dict:
         with self._cond:
             pending = sum(b.count for b in self._ready) + sum(b.count for b in self._inflight)
-            pending += len(self._carry)
+            pending += len(self._carry) + sum(r[1] for r in self._raw)
         dropped = dict(self.queue.dropped)
         return {
             "queued": len(self.queue) + pending,
@@ -302,6 +306,8 @@ class EventProcessor:
             oldest = head
         if self._carry:
             oldest = min(oldest, self._carry[0][0])
+        for r in self._raw:
+            oldest = min(oldest, r[2])
         for b in self._ready:
             oldest = min(oldest, b.first_seq)
         for b in self._inflight:
@@ -363,10 +369,13 @@ class EventProcessor:
         self._spool = spool
         if leftovers:
             log.info("resending %d events left in the spool by an earlier process",
-                     sum(n for _, n in leftovers))
+                     sum(n for _, n, _ in leftovers))
             with self._cond:
-                for path, count in leftovers:
-                    self._ready.append(Batch("", None, count, 0, path))
+                for path, count, raw in leftovers:
+                    if raw:
+                        self._raw.append([path, count, 0])
+                    else:
+                        self._ready.append(Batch("", None, count, 0, path))
                 self._cond.notify_all()
             self._ensure_senders()
 
@@ -376,6 +385,13 @@ class EventProcessor:
         if summary:
             self._summary_carry.extend(self.summary.take())
         while True:
+            if self._spool is not None:
+                if len(self.queue) >= self._spill_at:
+                    self._spill(self.queue.take(self._max_queue))  # a burst: to disk, fast
+                    continue
+                if self._raw and len(self.queue) < self._flush_at:
+                    self._convert_step(self._raw[0])  # the burst is over: oldest first
+                    continue
             available = len(self._carry) + len(self.queue)
             if not available and not self._summary_carry:
                 return "drained"
@@ -403,6 +419,63 @@ class EventProcessor:
                 self._ready.append(batch)
                 self._cond.notify_all()
             self._ensure_senders()
+
+    def _spill(self, items: list) -> None:
+        """Write queued events to the spool as they are (much cheaper than encoding them)."""
+        if not items:
+            return
+        try:
+            path = self._spool.write_raw(marshal.dumps((os.urandom(16), items)), len(items))
+        except (OSError, ValueError) as exc:
+            self._log_once("spool-write", logging.ERROR,
+                           "cannot write to spool_path (%s); events are dropped", exc)
+            self.queue.drop("spool_full", len(items))
+            return
+        with self._cond:
+            self._raw.append([path, len(items), items[0][0], None])
+
+    def _convert_step(self, raw: list) -> None:
+        """Turn the next batch of a spilled file into a batch file (ids from the file's seed);
+        one batch per call, so a new burst is spilled in between. Removes the file at the end."""
+        path, _count, first_seq, state = raw
+        if state is None:
+            try:
+                seed, items = marshal.loads(self._spool.read(path))
+            except (TypeError, ValueError, EOFError):
+                self._fail(raw[1], "a spilled spool file could not be read", key="spool-read")
+                seed, items = b"", []
+            state = raw[3] = [seed, items, 0, 0]  # seed, items left, position, part number
+        seed, items, position, k = state
+        batch = None
+        while items and batch is None:
+            batch, rest, _, bad = build_batch(items, [], self._limit, seed=(seed, position))
+            position += len(items) - len(rest)
+            items = rest
+            if bad:
+                self._fail(bad, "an event could not be encoded or is larger than the 1 MiB "
+                           "request limit", key="encode")
+        state[1], state[2] = items, position
+        if batch is not None:
+            batch.first_seq = first_seq
+            try:
+                batch.path, dropped = self._spool.write_part(path, k, batch.body, batch.count)
+                if dropped:
+                    self.queue.drop("spool_full", sum(n for _, n in dropped))
+            except OSError as exc:
+                self._log_once("spool-write", logging.ERROR,
+                               "cannot write to spool_path (%s); sending from memory", exc)
+            state[3] = k + 1
+            with self._cond:
+                raw[1] -= batch.count
+                if len(self._ready) >= 2 * self._max_in_flight and batch.path is not None:
+                    batch.body = None
+                self._ready.append(batch)
+                self._cond.notify_all()
+            self._ensure_senders()
+        if not items:
+            self._spool.remove(path)
+            with self._cond:
+                self._raw.popleft()
 
     def _spool_batch(self, batch: Batch) -> None:
         try:

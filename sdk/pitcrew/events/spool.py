@@ -9,7 +9,12 @@ service's database).
 
 Layout: ``spool_path/slot-N/<sequence>-<events>.batch``, each file one
 gzipped request body, written to a temporary name and renamed into place
-(a reader never sees half a file). A process locks one slot (``flock``) for
+(a reader never sees half a file). Under a burst, when the queue is half
+full, events are spilled faster as ``<sequence>-<events>.raw`` files
+(``marshal`` of the queued tuples and a random seed) and turned into
+``<sequence>.<k>-<events>.batch`` files once the burst is over. The seed
+fixes the events' ids, so converting a raw file again after a crash gives
+the very same bodies (exactly once still holds). A process locks one slot (``flock``) for
 its lifetime; a forked child takes another slot, so two processes never send
 the same files; a slot whose process died is unlocked and is taken (and
 replayed) by the next process that starts. Files survive a process crash;
@@ -35,6 +40,20 @@ __all__ = ["Spool"]
 MAX_SLOTS = 256
 SPOOL_MAX_BYTES = 256 * 1024 * 1024
 SUFFIX = ".batch"
+RAW = ".raw"
+
+
+def _parse(name: str):
+    """``(sequence, part, events, kind)`` of a spool file name, or None."""
+    for kind in (SUFFIX, RAW):
+        if name.endswith(kind):
+            stem, _, count = name[: -len(kind)].partition("-")
+            seq, _, part = stem.partition(".")
+            try:
+                return int(seq), int(part) if part else -1, int(count), kind
+            except ValueError:
+                return None
+    return None
 
 
 class Spool:
@@ -65,35 +84,60 @@ class Spool:
             break
         else:
             raise OSError(f"no free spool slot under {self.root}")
+        names = sorted(os.listdir(self.dir))
+        raw_seqs = {p[0] for p in map(_parse, names) if p is not None and p[3] == RAW}
         leftovers = []
-        for name in sorted(os.listdir(self.dir)):
+        for name in names:
             path = os.path.join(self.dir, name)
-            if name.startswith(".tmp-"):
-                _unlink(path)  # a write interrupted by a crash: never renamed, never sent
+            parsed = _parse(name)
+            if name.startswith(".tmp-") or (parsed is not None and parsed[3] == SUFFIX
+                                            and parsed[1] >= 0 and parsed[0] in raw_seqs):
+                # an interrupted write, or part of an interrupted conversion (redone, same ids)
+                _unlink(path)
                 continue
-            if not name.endswith(SUFFIX):
+            if parsed is None:
                 continue
-            seq, _, count = name[: -len(SUFFIX)].partition("-")
+            seq, _part, count, kind = parsed
             try:
-                seq, count, size = int(seq), int(count), os.path.getsize(path)
-            except (ValueError, OSError):
+                size = os.path.getsize(path)
+            except OSError:
                 continue
             self._next = max(self._next, seq + 1)
             self._files.append([name, size, count])
             self.bytes += size
             self.events += count
-            leftovers.append((path, count))
+            leftovers.append((path, count, kind == RAW))
         return leftovers
+
+    def write_raw(self, payload: bytes, count: int) -> str:
+        """Store spilled events (converted to batches later); returns the path."""
+        path, _ = self._store(f"{self._next:020d}-{count}{RAW}", payload, count)
+        self._next += 1
+        return path
+
+    def write_part(self, raw_path: str, k: int, body: bytes, count: int) -> tuple[str, list]:
+        """Store batch ``k`` converted from a raw file, in the raw file's place in the order."""
+        seq = _parse(os.path.basename(raw_path))[0]
+        return self._store(f"{seq:020d}.{k:04d}-{count}{SUFFIX}", body, count)
 
     def write(self, body: bytes, count: int) -> tuple[str, list[tuple[str, int]]]:
         """Store one body; returns its path and the files dropped to stay within ``max_bytes``."""
         name = f"{self._next:020d}-{count}{SUFFIX}"
         self._next += 1
+        return self._store(name, body, count)
+
+    def _store(self, name: str, body: bytes, count: int) -> tuple[str, list[tuple[str, int]]]:
         path = os.path.join(self.dir, name)
         tmp = os.path.join(self.dir, f".tmp-{name}")
         with open(tmp, "wb") as f:
             f.write(body)
         os.replace(tmp, path)
+        for i, entry in enumerate(self._files):  # a conversion redone: same name, same content
+            if entry[0] == name:
+                del self._files[i]
+                self.bytes -= entry[1]
+                self.events -= entry[2]
+                break
         self._files.append([name, len(body), count])
         self.bytes += len(body)
         self.events += count
