@@ -19,6 +19,9 @@ gunicorn with the production config on a free 127.0.0.1 port. In one run:
    10,000 events, next to the caller's own cost per ``track()``.
 3. **A burst of 100,000 events in one second**, with the default queue
    (drops and drain time) and with ``spool_path`` (zero drops expected).
+4. **The SDK's own ceiling**: the same steady runs against a sink process
+   that answers every batch with 202 at once (no parsing, no database), to
+   tell "the service is the bottleneck" from "the SDK is".
 
 Rows in the database are counted for every run (a 202 means committed).
 Everything runs on 127.0.0.1 and is bounded in time.
@@ -60,8 +63,11 @@ def sdk_host(url, key, rate, seconds, event, spool_path, out):
     tracking = 0.0
     start = time.perf_counter()
     i = tick = 0
+    busy = []  # batches in flight, sampled every 10 ms: 4 means the senders wait on the service
     while i < n:
         tick += 1
+        if tick % 10 == 0:
+            busy.append(client.stats()["in_flight"])
         due = min(n, int(tick * per_ms))
         t = time.perf_counter()
         while i < due:
@@ -83,7 +89,39 @@ def sdk_host(url, key, rate, seconds, event, spool_path, out):
     out.put({"rate": rate, "n": n, "offered_s": offered, "drain_s": drain, "flushed": flushed,
              "dropped": stats["dropped"], "sent": stats["sent"], "failed": stats["failed"],
              "track_us": tracking / n * 1e6, "delivery_cpu_s": max(process_cpu - caller_cpu, 0.0),
+             "in_flight": sum(busy) / max(len(busy), 1),
              "process_cpu_s": process_cpu})
+
+
+def null_sink(port, ready):
+    """An HTTP server answering every request with 202 at once (the SDK's ceiling)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = b'{"accepted": 0, "duplicates": 0, "rejected": []}'
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    ready.set()
+    server.serve_forever()
 
 
 def run_sdk(ctx, url, key, rate, seconds, event, spool_path=None) -> dict:
@@ -151,6 +189,20 @@ def main() -> None:
                 best = r
             else:
                 break
+        sink_port = free_port()
+        ready = spawn.Event()
+        sink = spawn.Process(target=null_sink, args=(sink_port, ready), daemon=True)
+        sink.start()
+        ready.wait(30)
+        ceiling = []
+        try:
+            for rate in (50_000, 75_000, 100_000, 150_000, 200_000):
+                r = run_sdk(spawn, f"http://127.0.0.1:{sink_port}", key, rate, 3.0, "ceiling")
+                ceiling.append(r)
+                if r["dropped"]:
+                    break
+        finally:
+            sink.terminate()
         for label, spool in (("default queue (max_queue=10000)", None),
                              ("spool_path set", os.path.join(spool_dir, "spool"))):
             event = "burst-spool" if spool else "burst-default"
@@ -170,17 +222,23 @@ def main() -> None:
     print(f"Service's own ingestion rate, {args.clients} client processes posting batches of 1000: "
           f"**{svc:,.0f} events/s**\n")
     print("| one SDK process, steady rate | x service | events | dropped | rows stored | drain after "
-          "last track | track() | delivery CPU per 10,000 events |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "last track | track() | delivery CPU per 10,000 events | mean batches in flight (of 4) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rungs:
         print(f"| {r['rate']:,}/s | {r['rate'] / svc:.2f} | {r['n']:,} | {r['dropped']:,} | {r['rows']:,} | "
               f"{r['drain_s']:.2f} s | {r['track_us']:.2f} µs | "
-              f"{r['delivery_cpu_s'] / r['n'] * 10000 * 1000:.0f} ms |")
+              f"{r['delivery_cpu_s'] / r['n'] * 10000 * 1000:.0f} ms | {r['in_flight']:.1f} |")
     if best:
         print(f"\nHighest steady rate with zero drops: **{best['rate']:,} events/s = "
               f"{best['rate'] / svc:.2f}x the service's rate** (goal >= 0.9x).")
     else:
         print("\nNo rate without drops.")
+    print("\n| one SDK process against a sink answering 202 at once (3 s) | dropped | drain after last "
+          "track | track() | delivery CPU per 10,000 events | mean batches in flight |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in ceiling:
+        print(f"| {r['rate']:,}/s | {r['dropped']:,} | {r['drain_s']:.2f} s | {r['track_us']:.2f} µs | "
+              f"{r['delivery_cpu_s'] / r['n'] * 10000 * 1000:.0f} ms | {r['in_flight']:.1f} |")
     print("\n| burst: 100,000 events offered in 1 s | dropped | rows stored | offered in | drain after "
           "last track | delivery CPU per 10,000 events |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -76,7 +76,9 @@ class EventProcessor:
         self._flush_interval = max(float(flush_interval), 0.01)
         self._max_queue = max(int(max_queue), 1)
         self._flush_at = max(1, min(FLUSH_AT, self._max_queue // 2))  # a small queue wakes sooner
-        self._spill_at = max(self._flush_at, self._max_queue // 2)  # with a spool: spill raw
+        # With a spool, a queue this long is spilled raw: most of the queue stays free to
+        # absorb the time a disk write takes in the middle of a burst.
+        self._spill_at = max(self._flush_at, min(2 * FLUSH_AT, self._max_queue // 4))
         self._timeout = max(float(timeout), 0.01)
         self._spool_path = spool_path
         self._max_in_flight = max(int(max_in_flight), 1)
