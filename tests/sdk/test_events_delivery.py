@@ -218,3 +218,36 @@ def test_converting_a_spilled_file_again_gives_the_same_bodies():
     assert first == second and len(first) == 3
     other = build_batch(items, [], 1000, seed=(os.urandom(16), 0))[0].body
     assert other != first[0]
+
+
+def test_raw_files_left_by_a_crash_are_converted_and_sent_once(tmp_path, stub):
+    """A process killed right after spilling a burst leaves .raw files (and maybe part of a
+    conversion): the next process converts them with the same ids and sends each event once."""
+    import marshal
+
+    from pitcrew.events.batching import build_batch
+    from pitcrew.events.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    spool = Spool(str(spool_dir))
+    assert spool.open() == []
+    items = [(i + 1, "track", time.time(), f"u{i}", None, None, "spilled", None, {"unit_type": "id"})
+             for i in range(2500)]
+    seed = os.urandom(16)
+    raw = spool.write_raw(marshal.dumps((seed, items)), len(items))
+    # the crash came after the first converted part was written (and maybe sent)
+    part, _, _, _ = build_batch(items, [], 1000, seed=(seed, 0))
+    spool.write_part(raw, 0, part.body, part.count)
+    spool.close()  # the process is gone: its slot is free
+    client = stub_client(stub, spool_path=str(spool_dir), flush_interval=60)
+    try:
+        assert wait_for(lambda: len(stub.stored) == 2500, 10), len(stub.stored)
+        assert client.flush(5)
+    finally:
+        client.close()
+    assert len(stub.events) == 2500
+    assert sorted(int(e["unit"][1:]) for e in stub.stored.values()) == list(range(2500))
+    first_ids = {e["id"] for e in __import__("json").loads(
+        __import__("zlib").decompress(part.body, 47))["events"]}
+    assert first_ids <= set(stub.stored)  # the redone conversion kept the ids
+    assert spool_files(spool_dir) == []

@@ -375,7 +375,7 @@ class EventProcessor:
             with self._cond:
                 for path, count, raw in leftovers:
                     if raw:
-                        self._raw.append([path, count, 0])
+                        self._raw.append([path, count, 0, None])
                     else:
                         self._ready.append(Batch("", None, count, 0, path))
                 self._cond.notify_all()
