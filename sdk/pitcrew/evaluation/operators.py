@@ -21,7 +21,7 @@ import operator
 import re
 from fractions import Fraction
 
-from .regex import MAX_PATTERN_LENGTH, MAX_SUBJECT_LENGTH, compile_search, pattern_error  # noqa: F401
+from .regex import MAX_PATTERN_LENGTH, MAX_SUBJECT_LENGTH, compile_search, pattern_error, raw_search  # noqa: F401
 
 __all__ = [
     "OPS",
@@ -341,12 +341,13 @@ def _fast(attr: str, op: str, values: list, test):
 
         return cond
     if op == "matches" and len(values) == 1:
-        search = compile_search(values[0])  # refuses an unsafe pattern
+        search = raw_search(values[0])  # refuses an unsafe pattern
+        limit = MAX_SUBJECT_LENGTH
 
         def cond(ctx):
             v = ctx.get(attr)
             if v.__class__ is str:
-                return search(v)
+                return len(v) <= limit and search(v) is not None
             return v is not None and _any_value(v, test)
 
         return cond

@@ -43,7 +43,7 @@ import re
 from re import _compiler, _parser
 from re import _constants as C  # noqa: N812
 
-__all__ = ["MAX_PATTERN_LENGTH", "MAX_SUBJECT_LENGTH", "pattern_error", "compile_search"]
+__all__ = ["MAX_PATTERN_LENGTH", "MAX_SUBJECT_LENGTH", "compile_search", "pattern_error", "raw_search"]
 
 MAX_PATTERN_LENGTH = 1000
 MAX_SUBJECT_LENGTH = 512
@@ -512,7 +512,7 @@ def _compile(pattern: str):
     return re.compile(pattern)
 
 
-_tests: dict = {}
+_compiled: dict = {}  # pattern -> (test, search)
 
 
 def compile_search(pattern: str):
@@ -521,23 +521,29 @@ def compile_search(pattern: str):
     Texts longer than :data:`MAX_SUBJECT_LENGTH` never match. Tests are shared between
     the conditions that use the same pattern (they hold no state).
     """
-    test = _tests.get(pattern)
-    if test is None:
-        test = _compile_search(pattern)
-        if len(_tests) >= 4096:
-            _tests.clear()
-        _tests[pattern] = test
-    return test
+    return _get(pattern)[0]
 
 
-def _compile_search(pattern: str):
-    error = pattern_error(pattern)
-    if error is not None:
-        raise ValueError(error)
-    search = _compile(pattern).search
-    limit = MAX_SUBJECT_LENGTH
+def raw_search(pattern: str):
+    """The compiled ``search`` of an accepted pattern (raises ValueError for a refused one),
+    for callers that inline the length cap: ``len(v) <= MAX_SUBJECT_LENGTH and search(v)``."""
+    return _get(pattern)[1]
 
-    def test(text: str) -> bool:
-        return len(text) <= limit and search(text) is not None
 
-    return test
+def _get(pattern: str):
+    entry = _compiled.get(pattern)
+    if entry is None:
+        error = pattern_error(pattern)
+        if error is not None:
+            raise ValueError(error)
+        search = _compile(pattern).search
+        limit = MAX_SUBJECT_LENGTH
+
+        def test(text: str) -> bool:
+            return len(text) <= limit and search(text) is not None
+
+        entry = (test, search)
+        if len(_compiled) >= 4096:
+            _compiled.clear()
+        _compiled[pattern] = entry
+    return entry
