@@ -16,7 +16,7 @@ import pytest
 
 from pitcrew import Client
 from pitcrew import events as events_module
-from pitcrew.events import processor as processor_module
+from pitcrew.events import delivery as delivery_module
 from tests.sdk.support import (
     StubService,
     bool_flag,
@@ -205,7 +205,7 @@ def test_timer_flushes(stub):
 
 
 def test_5xx_and_lost_responses_are_retried_and_stored_exactly_once(stub, monkeypatch):
-    monkeypatch.setattr(processor_module, "RETRY_BASE", 0.05)
+    monkeypatch.setattr(delivery_module, "RETRY_BASE", 0.05)
     stub.events_script.extend([
         (500, {}, b"oops"), (502, {}, b""), ("store_and_close",), (503, {}, b""), ("close",),
     ])
@@ -259,7 +259,7 @@ def test_other_4xx_are_not_retried_and_logged_once(stub, status, caplog):
 
 
 def test_408_is_retried(stub, monkeypatch):
-    monkeypatch.setattr(processor_module, "RETRY_BASE", 0.05)
+    monkeypatch.setattr(delivery_module, "RETRY_BASE", 0.05)
     stub.events_script.append((408, {}, b""))
     with ready_client(stub) as client:
         client.track("e", {"id": "u"})

@@ -16,7 +16,7 @@ import pytest
 
 from pitcrew import Client
 from pitcrew.events import MAX_IN_FLIGHT
-from pitcrew.events import processor as processor_module
+from pitcrew.events import delivery as delivery_module
 from tests.sdk.support import StubService, experiment_ruleset, stub_client, wait_for
 
 
@@ -41,7 +41,7 @@ def test_batches_go_out_side_by_side_on_separate_connections(stub):
 
 
 def test_every_body_has_a_batch_id_kept_across_retries(stub, monkeypatch):
-    monkeypatch.setattr(processor_module, "RETRY_BASE", 0.05)
+    monkeypatch.setattr(delivery_module, "RETRY_BASE", 0.05)
     stub.events_script.extend([(500, {}, b""), ("store_and_close",)])
     with stub_client(stub, flush_interval=60) as client:
         assert client.wait_until_ready(3)

@@ -5,9 +5,12 @@
 * :mod:`~pitcrew.events.queue`: the bounded in-memory queue callers append to;
 * :mod:`~pitcrew.events.batching`: request bodies with fixed ids, gzipped;
 * :mod:`~pitcrew.events.spool`: the optional crash-safe spool on disk;
-* :mod:`~pitcrew.events.processor`: the events thread and the senders.
+* :mod:`~pitcrew.events.delivery`: the senders, their retry gate and 413 splits;
+* :mod:`~pitcrew.events.processor`: the producer API and the events thread that
+  ties them together.
 """
 
-from .processor import FLUSH_AT, MAX_IN_FLIGHT, EventProcessor
+from .delivery import MAX_IN_FLIGHT
+from .processor import FLUSH_AT, EventProcessor
 
 __all__ = ["FLUSH_AT", "MAX_IN_FLIGHT", "EventProcessor"]

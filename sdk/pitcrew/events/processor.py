@@ -14,19 +14,14 @@ every batch is written to disk first (:mod:`~pitcrew.events.spool`), so the
 queue is drained as fast as the disk takes it and nothing is dropped while
 the spool has room.
 
-**Senders** (``pitcrew-events-send``, started on demand, at most
-``max_in_flight``, each with its own keep-alive connection) POST batches to
-``/sdk/v1/events``. A batch is retried until accepted (2xx) or refused for
-good: connection errors, 408, 429 and 5xx are retried with exponential
-backoff and jitter, and every sender waits for the same gate, so an outage
-or a ``Retry-After`` (429/503) slows all of them; 413 splits the batch;
-other 4xx fail it (logged once). Ids are fixed before the first attempt, so
-a retry of a batch the service stored counts as duplicates there.
+The **senders** (:mod:`~pitcrew.events.delivery`) POST the batches, up to
+``max_in_flight`` at once, with the retry policy. Ids are fixed before the
+first attempt, so a retry of a batch the service stored counts as duplicates
+there.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import marshal
 import math
@@ -37,18 +32,11 @@ from collections import deque
 from collections.abc import Mapping
 
 from ..evaluation.bucketing import unit_of
-from ..transport import TransportError, backoff_delay, is_retryable, retry_after_seconds
-from ..wire import (
-    EVENTS_PATH,
-    EXPOSURE,
-    MAX_BATCH_EVENTS,
-    MAX_EVENT_KEY_LENGTH,
-    MAX_UNIT_LENGTH,
-    TRACK,
-)
+from ..wire import EXPOSURE, MAX_EVENT_KEY_LENGTH, MAX_UNIT_LENGTH, TRACK
 from ..wire import exposure_attributes as _exposure_attributes
-from .batching import Batch, body_count, build_batch, split_batch
+from .batching import Batch, build_batch
 from .dedup import DEDUP_CAPACITY, ExposureDedup
+from .delivery import MAX_IN_FLIGHT, Delivery
 from .queue import EventQueue
 from .spool import Spool
 from .summary import EvaluationSummary
@@ -58,9 +46,6 @@ log = logging.getLogger("pitcrew")
 __all__ = ["EventProcessor"]
 
 FLUSH_AT = 500  # queued events that make a batch before the timer
-MAX_IN_FLIGHT = 4  # batches sent at once, each on its own connection
-RETRY_BASE = 1.0
-RETRY_MAX = 30.0
 DROP_LOG_INTERVAL = 60.0  # at most one "dropped events" warning per interval
 _INF = float("inf")
 
@@ -95,32 +80,21 @@ class EventProcessor:
         self.dedup = ExposureDedup(self._dedup_capacity)
         self._spool: Spool | None = None
         self._cond = threading.Condition(threading.Lock())
-        self._ready: deque = deque()  # built batches waiting for a sender
-        self._inflight: set = set()
         self._carry: list = []  # items taken from the queue that did not fit a batch
         self._raw: deque = deque()  # spilled files to convert: [path, events, first seq]
         self._summary_carry: list = []
-        self._limit = MAX_BATCH_EVENTS  # halved after a 413, doubled back on success
-        # The gate every sender waits for (backoff after a failure, Retry-After).
-        self._retry_at = 0.0
-        self._forced = False  # Retry-After: even flush() waits for it
-        self._attempt = 0
-        self._outage = False
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._deadline = _INF
+        self._delivery = Delivery(self._transport_factory, self._cond, self._stop,
+                                  timeout=self._timeout, max_in_flight=self._max_in_flight,
+                                  on_idle=self._wake.set, batcher_done=self._batcher_done)
         self._flush_gen = 0
         self._flush_done = 0
         self._thread: threading.Thread | None = None
-        self._senders: list = []
-        self._transports: list = []
         self._start_lock = threading.Lock()
         self._logged: set = set()
         self._drops_logged = (0, -_INF)  # (dropped total when last logged, when)
-        self.sent = 0
-        self.failed = 0
         self.invalid = 0
-        self.retries = 0
 
     # ================================================================= producer side
 
@@ -187,7 +161,7 @@ class EventProcessor:
     def _invalid(self, why: str) -> bool:
         with self._cond:
             self.invalid += 1
-        self._log_once(why, logging.WARNING, "event not recorded: %s", why)
+        self._delivery.log_once(why, logging.WARNING, "event not recorded: %s", why)
         return False
 
     # ================================================================= control
@@ -205,6 +179,10 @@ class EventProcessor:
             thread.start()
             self._thread = thread  # only a started thread is ever seen (close() joins it)
 
+    def _batcher_done(self) -> bool:
+        t = self._thread
+        return t is None or not t.is_alive()
+
     def flush(self, timeout: float | None) -> bool:
         """Deliver everything queued so far; wait up to ``timeout`` seconds (0: just schedule).
 
@@ -214,8 +192,7 @@ class EventProcessor:
         with self._cond:
             self._flush_gen += 1
             gen = self._flush_gen
-            if not self._forced:
-                self._retry_at = 0.0  # an explicit flush retries now, except after Retry-After
+            self._delivery.open_gate()  # an explicit flush retries now, except after Retry-After
             self._cond.notify_all()
         self.start()
         self._wake.set()
@@ -240,16 +217,14 @@ class EventProcessor:
             self.start()
         with self._cond:
             # The threads stop a little before the caller's deadline, so joining them fits in it.
-            self._deadline = deadline - min(0.05, timeout * 0.2)
-            if not self._forced:
-                self._retry_at = 0.0  # last chance: no backoff wait, but Retry-After still holds
+            self._delivery.deadline = deadline - min(0.05, timeout * 0.2)
+            self._delivery.open_gate()  # last chance: no backoff wait, but Retry-After holds
             self._stop.set()
             self._cond.notify_all()
         self._wake.set()
         joined: list = []
         while True:  # the events thread may start senders while closing: join those too
-            with self._cond:
-                threads = [t for t in [self._thread, *self._senders] if t is not None]
+            threads = [t for t in [self._thread, *self._delivery.threads()] if t is not None]
             new = [t for t in threads if t not in joined]
             if not new:
                 break
@@ -261,9 +236,8 @@ class EventProcessor:
         if alive:
             log.warning("event delivery did not finish within the close timeout")
         else:
-            self._settle_after_close()
-        for transport in self._transports:
-            transport.abort() if alive else transport.close()
+            self._delivery.settle_after_close()
+        self._delivery.close_transports(abort=alive)
         if self._spool is not None and not alive:
             self._spool.close()
         return not alive
@@ -272,8 +246,7 @@ class EventProcessor:
         """In a forked child: the parent's queue, batches, spool slot and sockets stay the
         parent's; the child starts afresh (its own threads once it has events)."""
         was_running = self._thread is not None
-        for transport in self._transports:
-            transport.forget()
+        self._delivery.forget()
         if self._spool is not None:
             self._spool.forget()
         self._reset()
@@ -283,21 +256,22 @@ class EventProcessor:
             self.start()
 
     def stats(self) -> dict:
+        delivery = self._delivery
         with self._cond:
-            pending = sum(b.count for b in self._ready) + sum(b.count for b in self._inflight)
-            pending += len(self._carry) + sum(r[1] for r in self._raw)
+            pending = delivery.pending_events() + len(self._carry) + sum(r[1] for r in self._raw)
+            in_flight = len(delivery.inflight)
         dropped = dict(self.queue.dropped)
         return {
             "queued": len(self.queue) + pending,
-            "sent": self.sent,
+            "sent": delivery.sent,
             "dropped": sum(dropped.values()),
-            "failed": self.failed,
+            "failed": delivery.failed,
             "invalid": self.invalid,
             "deduplicated": self.dedup.deduplicated,
-            "retries": self.retries,
+            "retries": delivery.retries,
             "dropped_by_reason": dropped,
             "spooled": self._spool.events if self._spool is not None else 0,
-            "in_flight": len(self._inflight),
+            "in_flight": in_flight,
         }
 
     def _oldest_pending(self):
@@ -310,11 +284,7 @@ class EventProcessor:
             oldest = min(oldest, self._carry[0][0])
         for r in self._raw:
             oldest = min(oldest, r[2])
-        for b in self._ready:
-            oldest = min(oldest, b.first_seq)
-        for b in self._inflight:
-            oldest = min(oldest, b.first_seq)
-        return oldest
+        return min(oldest, self._delivery.oldest_seq())
 
     # ================================================================= events thread
 
@@ -329,7 +299,7 @@ class EventProcessor:
                     gen = self._flush_gen
                 now = time.monotonic()
                 stopping = self._stop.is_set()
-                if stopping and now >= self._deadline:
+                if stopping and now >= self._delivery.deadline:
                     self._give_up()
                     return
                 tick = now >= next_tick
@@ -346,7 +316,7 @@ class EventProcessor:
                 self._log_drops()
                 if stopping:
                     with self._cond:
-                        if drained and not self._ready and not self._inflight:
+                        if drained and not self._delivery.ready and not self._delivery.inflight:
                             self._cond.notify_all()
                             return
                     self._wake.wait(0.02)
@@ -364,22 +334,18 @@ class EventProcessor:
             spool = Spool(self._spool_path)
             leftovers = spool.open()
         except OSError as exc:
-            self._log_once("spool", logging.ERROR,
+            self._delivery.log_once("spool", logging.ERROR,
                            "cannot use spool_path %s (%s); events stay in memory",
                            self._spool_path, exc)
             return
-        self._spool = spool
+        self._spool = self._delivery.spool = spool
         if leftovers:
             log.info("resending %d events left in the spool by an earlier process",
                      sum(n for _, n, _ in leftovers))
             with self._cond:
-                for path, count, raw in leftovers:
-                    if raw:
-                        self._raw.append([path, count, 0, None])
-                    else:
-                        self._ready.append(Batch("", None, count, 0, path))
-                self._cond.notify_all()
-            self._ensure_senders()
+                self._raw.extend([path, count, 0, None] for path, count, raw in leftovers if raw)
+            self._delivery.submit([Batch("", None, count, 0, path)
+                                   for path, count, raw in leftovers if not raw])
 
     def _fill(self, force: bool, summary: bool) -> str:
         """Build batches while there is work and room: "drained" (nothing left), "waiting"
@@ -399,28 +365,23 @@ class EventProcessor:
                 return "drained"
             if available < self._flush_at and not force and not self._summary_carry:
                 return "waiting"
-            if self._spool is None:
-                with self._cond:
-                    if len(self._ready) >= self._max_in_flight:
-                        self._cond.notify_all()
-                        return "full"  # the rest waits in the (bounded) queue
+            if self._spool is None and not self._delivery.has_room():
+                return "full"  # the rest waits in the (bounded) queue
+            limit = self._delivery.limit
             items = self._carry
-            want = self._limit - len(items)
+            want = limit - len(items)
             if want > 0:
                 items = items + self.queue.take(want)
             batch, self._carry, self._summary_carry, bad = build_batch(
-                items, self._summary_carry, self._limit)
+                items, self._summary_carry, limit)
             if bad:
-                self._fail(bad, "an event could not be encoded or is larger than the 1 MiB "
+                self._delivery.fail(bad, "an event could not be encoded or is larger than the 1 MiB "
                            "request limit", key="encode")
             if batch is None:
                 continue
             if self._spool is not None:
                 self._spool_batch(batch)
-            with self._cond:
-                self._ready.append(batch)
-                self._cond.notify_all()
-            self._ensure_senders()
+            self._delivery.submit([batch])
 
     def _spill(self, items: list) -> None:
         """Write queued events to the spool as they are (much cheaper than encoding them)."""
@@ -429,7 +390,7 @@ class EventProcessor:
         try:
             path = self._spool.write_raw(marshal.dumps((os.urandom(16), items)), len(items))
         except (OSError, ValueError) as exc:
-            self._log_once("spool-write", logging.ERROR,
+            self._delivery.log_once("spool-write", logging.ERROR,
                            "cannot write to spool_path (%s); events are dropped", exc)
             self.queue.drop("spool_full", len(items))
             return
@@ -444,17 +405,19 @@ class EventProcessor:
             try:
                 seed, items = marshal.loads(self._spool.read(path))
             except (TypeError, ValueError, EOFError):
-                self._fail(raw[1], "a spilled spool file could not be read", key="spool-read")
+                self._delivery.fail(raw[1], "a spilled spool file could not be read",
+                                    key="spool-read")
                 seed, items = b"", []
             state = raw[3] = [seed, items, 0, 0]  # seed, items left, position, part number
         seed, items, position, k = state
         batch = None
         while items and batch is None:
-            batch, rest, _, bad = build_batch(items, [], self._limit, seed=(seed, position))
+            batch, rest, _, bad = build_batch(items, [], self._delivery.limit,
+                                              seed=(seed, position))
             position += len(items) - len(rest)
             items = rest
             if bad:
-                self._fail(bad, "an event could not be encoded or is larger than the 1 MiB "
+                self._delivery.fail(bad, "an event could not be encoded or is larger than the 1 MiB "
                            "request limit", key="encode")
         state[1], state[2] = items, position
         if batch is not None:
@@ -464,16 +427,14 @@ class EventProcessor:
                 if dropped:
                     self.queue.drop("spool_full", sum(n for _, n in dropped))
             except OSError as exc:
-                self._log_once("spool-write", logging.ERROR,
-                               "cannot write to spool_path (%s); sending from memory", exc)
+                self._delivery.log_once("spool-write", logging.ERROR,
+                                        "cannot write to spool_path (%s); sending from memory", exc)
             state[3] = k + 1
             with self._cond:
                 raw[1] -= batch.count
-                if len(self._ready) >= 2 * self._max_in_flight and batch.path is not None:
-                    batch.body = None
-                self._ready.append(batch)
-                self._cond.notify_all()
-            self._ensure_senders()
+                if len(self._delivery.ready) >= 2 * self._max_in_flight and batch.path is not None:
+                    batch.body = None  # read back from disk when its turn comes
+            self._delivery.submit([batch])
         if not items:
             self._spool.remove(path)
             with self._cond:
@@ -483,30 +444,16 @@ class EventProcessor:
         try:
             path, dropped = self._spool.write(batch.body, batch.count)
         except OSError as exc:
-            self._log_once("spool-write", logging.ERROR,
-                           "cannot write to spool_path (%s); sending from memory", exc)
+            self._delivery.log_once("spool-write", logging.ERROR,
+                                    "cannot write to spool_path (%s); sending from memory", exc)
             return
         batch.path = path
         if dropped:
-            lost = sum(n for _, n in dropped)
-            self.queue.drop("spool_full", lost)
-            with self._cond:
-                gone = {p for p, _ in dropped}
-                self._ready = deque(b for b in self._ready if b.path not in gone)
+            self.queue.drop("spool_full", sum(n for _, n in dropped))
+            self._delivery.forget_paths({p for p, _ in dropped})
         with self._cond:
-            if len(self._ready) >= 2 * self._max_in_flight:
+            if len(self._delivery.ready) >= 2 * self._max_in_flight:
                 batch.body = None  # read back from disk when its turn comes: memory stays flat
-
-    def _ensure_senders(self) -> None:
-        with self._cond:
-            want = min(self._max_in_flight, len(self._ready) + len(self._inflight))
-            while len(self._senders) < want:
-                transport = self._transport_factory()
-                self._transports.append(transport)
-                t = threading.Thread(target=self._send_loop, args=(transport,),
-                                     name="pitcrew-events-send", daemon=True)
-                t.start()
-                self._senders.append(t)
 
     def _log_drops(self) -> None:
         dropped = dict(self.queue.dropped)
@@ -525,209 +472,6 @@ class EventProcessor:
         lost = self.queue.clear() + len(self._carry)
         self._carry = []
         if lost:
-            self._lost(lost)
-
-    def _lost(self, n: int) -> None:
-        with self._cond:
-            self.failed += n
-        log.warning("%d events not delivered before the close timeout", n)
-
-    def _settle_after_close(self) -> None:
-        """Batches still waiting once every thread stopped: lost, or left in the spool."""
-        with self._cond:
-            ready = list(self._ready) + list(self._inflight)
-            self._ready.clear()
-        lost = sum(b.count for b in ready if b.path is None)
-        kept = sum(b.count for b in ready if b.path is not None)
-        if lost:
-            self._lost(lost)
-        if kept:
-            log.info("%d events stay in the spool for the next process", kept)
+            self._delivery.lost(lost)
 
     # ================================================================= senders
-
-    def _send_loop(self, transport) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    stopping = self._stop.is_set()
-                    if stopping and time.monotonic() >= self._deadline:
-                        return
-                    if self._ready and time.monotonic() >= self._retry_at:
-                        batch = self._ready.popleft()
-                        self._inflight.add(batch)
-                        break
-                    if stopping and not self._ready and self._thread_done():
-                        return
-                    if self._ready and stopping and self._retry_at > self._deadline:
-                        return  # Retry-After beyond the deadline: the events thread gives up
-                    wait = self._retry_at - time.monotonic() if self._ready else 0.5
-                    self._cond.wait(min(max(wait, 0.001), 0.5))
-            try:
-                self._deliver(transport, batch)
-            except Exception:
-                log.exception("unexpected error in event delivery")
-                with self._cond:
-                    self._ready.appendleft(batch)
-                time.sleep(0.5)
-            finally:
-                with self._cond:
-                    self._inflight.discard(batch)
-                    self._cond.notify_all()
-                self._wake.set()
-
-    def _thread_done(self) -> bool:
-        t = self._thread
-        return t is None or not t.is_alive()
-
-    def _deliver(self, transport, batch: Batch) -> None:
-        """One attempt at most per gate opening; loops until the batch is resolved or the
-        close deadline passes (then it goes back to the ready list)."""
-        while True:
-            body = batch.body
-            if body is None:
-                body = self._spool.read(batch.path) if self._spool is not None else None
-                if body is None:
-                    self._resolved(batch)
-                    self._fail(batch.count, "a spooled batch could not be read", key="spool-read")
-                    return
-            timeout = self._timeout
-            if self._stop.is_set():
-                timeout = min(timeout, max(self._deadline - time.monotonic(), 0.05))
-            batch.attempt += 1
-            try:
-                resp = transport.request(
-                    "POST", EVENTS_PATH, body=body, timeout=timeout,
-                    headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
-            except TransportError as exc:
-                if not self._retry_later(batch, None, f"event delivery failed, service unreachable: {exc}"):
-                    return
-                continue
-            status = resp.status
-            if 200 <= status < 300:
-                self._accepted(batch, resp)
-                return
-            if status == 413 and batch.count > 1:
-                self._split(batch, body)
-                return
-            if is_retryable(status):
-                after = retry_after_seconds(resp.header("retry-after")) if status in (429, 503) else None
-                if not self._retry_later(batch, after, f"event delivery got HTTP {status}"):
-                    return
-                continue
-            self._resolved(batch)
-            self._fail(batch.count, f"the service refused events with HTTP {status}",
-                       key=("status", status), detail=resp.body[:300])
-            return
-
-    def _retry_later(self, batch: Batch, retry_after, message: str) -> bool:
-        """Close the gate for everyone; False when the close deadline leaves no retry."""
-        now = time.monotonic()
-        with self._cond:
-            self._attempt += 1
-            self.retries += 1
-            if retry_after is not None:
-                delay = retry_after
-                self._forced = True
-            else:
-                delay = backoff_delay(self._attempt, RETRY_BASE, RETRY_MAX)
-                self._forced = False
-                if self._stop.is_set():
-                    delay = min(delay, 0.2)  # closing: keep trying until the deadline
-            self._retry_at = max(self._retry_at, now + delay)
-            first = not self._outage
-            self._outage = True
-            give_back = self._stop.is_set() and self._retry_at >= self._deadline
-            if give_back:
-                self._ready.appendleft(batch)
-            self._cond.notify_all()
-        if first:
-            log.warning("%s; keeping the events and retrying", message)
-        else:
-            log.debug("%s; retry in %.1fs", message, delay)
-        if give_back:
-            return False
-        with self._cond:  # wait for the gate (a flush() may open it early)
-            while time.monotonic() < self._retry_at:
-                if self._stop.is_set():
-                    if time.monotonic() >= self._deadline or self._retry_at >= self._deadline:
-                        self._ready.appendleft(batch)
-                        return False
-                until = min(self._retry_at, self._deadline)
-                self._cond.wait(min(max(until - time.monotonic(), 0.001), 0.5))
-        return True
-
-    def _accepted(self, batch: Batch, resp) -> None:
-        self._resolved(batch)
-        with self._cond:
-            self._attempt = 0
-            self._forced = False
-            if self._limit < MAX_BATCH_EVENTS:
-                self._limit = min(MAX_BATCH_EVENTS, self._limit * 2)
-            restored = self._outage
-            self._outage = False
-        if restored:
-            log.info("event delivery restored")
-        accepted = duplicates = None
-        rejected = []
-        try:
-            doc = json.loads(resp.body) if resp.body else {}
-            accepted, duplicates = doc.get("accepted"), doc.get("duplicates")
-            rejected = doc.get("rejected") or []
-        except (ValueError, AttributeError):
-            pass
-        if not isinstance(rejected, list):
-            rejected = []
-        with self._cond:
-            if isinstance(accepted, int) and isinstance(duplicates, int):
-                self.sent += accepted + duplicates
-            else:
-                self.sent += batch.count - len(rejected)
-        if rejected:
-            first = rejected[0] if isinstance(rejected[0], dict) else {}
-            self._fail(len(rejected), "the service rejected events",
-                       key=("rejected", str(first.get("error"))[:100]), detail=first)
-
-    def _split(self, batch: Batch, body: bytes) -> None:
-        parts = [(half, body_count(half)) for half in split_batch(body)]
-        with self._cond:
-            self._limit = max(1, batch.count // 2)
-        log.info("event batch too large for the service; splitting it")
-        new = [Batch("", half, count, batch.first_seq) for half, count in parts]
-        if self._spool is not None and batch.path is not None:
-            try:
-                paths = self._spool.replace(batch.path, parts)
-                for b, p in zip(new, paths, strict=True):
-                    b.path = p
-            except OSError:
-                pass
-        with self._cond:
-            for b in reversed(new):
-                self._ready.appendleft(b)
-            self._cond.notify_all()
-        self._ensure_senders()
-
-    def _resolved(self, batch: Batch) -> None:
-        """The batch's fate is decided: it leaves the spool."""
-        if batch.path is not None and self._spool is not None:
-            try:
-                self._spool.remove(batch.path)
-            except OSError:
-                pass
-
-    def _fail(self, n: int, message: str, key=None, detail=None) -> None:
-        with self._cond:
-            self.failed += n
-        key = key or message
-        if detail:
-            self._log_once(key, logging.WARNING, "%s (%d events, not retried): %r",
-                           message, n, detail)
-        else:
-            self._log_once(key, logging.WARNING, "%s (%d events, not retried)", message, n)
-
-    def _log_once(self, key, level, msg, *args) -> None:
-        if key in self._logged:
-            log.debug(msg, *args)
-            return
-        self._logged.add(key)
-        log.log(level, msg, *args)
