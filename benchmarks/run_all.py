@@ -1,7 +1,9 @@
 """Run every benchmark script in this folder (``make bench``), one after another.
 
 Each prints its own markdown table; figures are medians or rates measured on
-this machine in the same run as their baseline.
+this machine in the same run as their baseline. Scripts that need PostgreSQL
+reset the schema of the database they are given: bench_ingest.py
+BENCH_DATABASE_URL, bench_events.py BENCH_EVENTS_DATABASE_URL.
 """
 
 import subprocess

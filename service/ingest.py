@@ -37,10 +37,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from pitcrew.wire import EXPOSURE, MAX_EVALUATION_ENTRIES, TRACK
+
 from .domain import limits
 from .extensions import db
 from .models import FlagEvaluation
-from .models.event import EXPOSURE, TRACK
 
 MAX_EVENTS = limits.EVENTS_PER_BATCH
 MAX_FUTURE = timedelta(hours=1)
@@ -331,7 +332,7 @@ def _evaluation_counts(evaluations: list, now: datetime | None) -> dict:
     """{(flag, variation, day): count} from the lenient ``evaluations`` list."""
     today = (now or datetime.now(UTC)).date()
     counts: dict = {}
-    for entry in evaluations[:10000]:
+    for entry in evaluations[:MAX_EVALUATION_ENTRIES]:
         if not isinstance(entry, dict):
             continue
         flag = entry.get("flag")

@@ -2,10 +2,12 @@
 
 Shape (after LaunchDarkly's server SDK): the client owns a data store
 (:mod:`pitcrew.store`), a data source that fills it (:mod:`pitcrew.datasource`), the
-evaluation engine (:mod:`pitcrew.evaluation`) and an event processor
-(:mod:`pitcrew.events`); each network component has its own
-:class:`~pitcrew.transport.Transport`. At most two background threads per client:
-``pitcrew-datasource`` and ``pitcrew-events`` (started lazily).
+evaluation engine (:mod:`pitcrew.evaluation`) and an event sink
+(:mod:`pitcrew.events`), and uses each only through its interface in
+:mod:`pitcrew.interfaces`; each network component has its own
+:class:`~pitcrew.transport.Transport`. Background threads: ``pitcrew-datasource``,
+``pitcrew-events`` (started lazily) and its senders ``pitcrew-events-send`` (one at
+low load, up to four under load).
 
 The evaluation path does no I/O and takes no lock that a background thread
 holds during I/O: it reads the current compiled ruleset from one attribute,
@@ -26,6 +28,8 @@ from collections.abc import Mapping
 from .datasource import DataSource
 from .evaluation import EvaluationResult, Reason, evaluate
 from .events import EventProcessor
+from .interfaces import DataSource as DataSourceInterface
+from .interfaces import DataStore, EventSink
 from .store import RulesetStore, key_fingerprint, load_into, read_cache
 from .transport import Transport
 
@@ -81,16 +85,17 @@ class Client:
     def __init__(self, url: str, sdk_key: str, *, poll_interval: float = 30, stream: bool = False,
                  events: bool = True, flush_interval: float = 5, max_queue: int = 10000,
                  cache_path: str | None = None, bootstrap: dict | None = None,
-                 timeout: float = 5):
+                 timeout: float = 5, spool_path: str | None = None):
         if not isinstance(url, str) or not isinstance(sdk_key, str):
             raise TypeError("Client(url, sdk_key): both must be strings")
         self._url = url.rstrip("/")
         self._timeout = max(float(timeout), 0.01)
         self._closed = False
         self._compiled = None
-        self._events = None
+        self._events: EventSink | None = None
         self._counts = None
-        self._store = store = RulesetStore()
+        self._store: DataStore = RulesetStore()
+        store = self._store
         store.add_listener(self._on_ruleset)
         fingerprint = key_fingerprint(self._url, sdk_key)
 
@@ -106,14 +111,15 @@ class Client:
                     load_into(store, ruleset, "cache", etag if fp == fingerprint else None)
 
         if events:
+            url, timeout = self._url, self._timeout
             self._events = EventProcessor(
-                Transport(self._url, sdk_key, self._timeout), flush_interval=flush_interval,
-                max_queue=max_queue, timeout=self._timeout,
+                lambda: Transport(url, sdk_key, timeout), flush_interval=flush_interval,
+                max_queue=max_queue, timeout=timeout, spool_path=spool_path,
             )
-            self._counts = self._events.counts
-            if store.compiled is not None:
-                self._events.start()
-        self._datasource = DataSource(
+            self._counts = self._events.counters
+            if store.compiled is not None or spool_path:
+                self._events.start()  # with a spool: resend what an earlier process left
+        self._datasource: DataSourceInterface = DataSource(
             Transport(self._url, sdk_key, self._timeout), store, poll_interval=poll_interval,
             stream=stream, cache_path=cache_path, fingerprint=fingerprint,
         )
@@ -134,7 +140,7 @@ class Client:
                 key = (flag, r.variation)
                 c = counts.get(key)
                 if c is None:
-                    c = self._events.new_counter(key)
+                    c = self._events.counter(key)
                 next(c)
                 if r.in_experiment:
                     self._events.exposure(r, compiled, context)
@@ -187,7 +193,7 @@ class Client:
             key = (flag, variation)
             c = counts.get(key)
             if c is None:
-                c = self._events.new_counter(key)
+                c = self._events.counter(key)
             next(c)
         except Exception:
             pass
@@ -229,7 +235,8 @@ class Client:
         if ep is None:
             return
         try:
-            ep.track(event, context, value, self._store.track_units)
+            compiled = self._compiled
+            ep.track(event, context, value, () if compiled is None else compiled.track_units)
         except Exception:
             pass
 
@@ -244,16 +251,18 @@ class Client:
         try:
             return ep.flush(timeout)
         except Exception:
-            log.exception("pitcrew: flush failed")
+            log.exception("flush failed")
             return False
 
     def stats(self) -> dict:
-        """Event pipeline counters: queued, sent, dropped, failed (plus invalid, deduplicated,
-        retries)."""
+        """Event pipeline counters: queued, sent, dropped, failed, plus invalid, deduplicated,
+        retries, ``dropped_by_reason`` (``queue_full``, ``spool_full``, ``closed``), spooled
+        (events on disk) and in_flight (batches being sent). See docs/sdk-events.md."""
         ep = self._events
         if ep is None:
             return {"queued": 0, "sent": 0, "dropped": 0, "failed": 0, "invalid": 0,
-                    "deduplicated": 0, "retries": 0}
+                    "deduplicated": 0, "retries": 0, "dropped_by_reason": {}, "spooled": 0,
+                    "in_flight": 0}
         return ep.stats()
 
     # ================================================================= state
@@ -263,13 +272,23 @@ class Client:
         return self._compiled is not None
 
     def wait_until_ready(self, timeout: float | None = None) -> bool:
-        """Block up to ``timeout`` seconds (default: the client's ``timeout``) for a ruleset."""
+        """Block up to ``timeout`` seconds (default: the client's ``timeout``) for a ruleset.
+
+        Returns False early when the service refused the SDK key (401/403: ``status()``
+        then says ``"unauthorized"``); the client keeps retrying in the background."""
         if self._compiled is not None:
             return True
         if timeout is None:
             timeout = self._timeout
         try:
-            return self._store.ready.wait(max(float(timeout), 0.0))
+            deadline = time.monotonic() + max(float(timeout), 0.0)
+            ready = self._store.ready
+            while True:
+                remaining = deadline - time.monotonic()
+                if ready.wait(max(min(remaining, 0.05), 0.0)):
+                    return True
+                if remaining <= 0 or self._datasource.state == "unauthorized":
+                    return False
         except Exception:
             return self._compiled is not None
 
@@ -283,7 +302,7 @@ class Client:
             "source": store.source,
             "version": None if compiled is None else compiled.version,
             "environment": None if compiled is None else compiled.environment,
-            "state": ds.state,
+            "state": ds.state,  # initializing, valid, interrupted, unauthorized, closed
             "last_error": ds.last_error,
             "stream_connected": ds.stream_connected,
             "updated_at": store.updated_at,
@@ -306,7 +325,7 @@ class Client:
     def _on_ruleset(self, old, new) -> None:
         self._compiled = new
         ep = self._events
-        if ep is not None and ep._thread is None and not self._closed:
+        if ep is not None and not ep.started and not self._closed:
             ep.start()
 
     # ================================================================= lifecycle
@@ -327,7 +346,7 @@ class Client:
                 self._events.close(max(deadline - time.monotonic(), 0.0))
             self._datasource.stop(max(min(deadline - time.monotonic(), 1.0), 0.0))
         except Exception:
-            log.exception("pitcrew: error while closing the client")
+            log.exception("error while closing the client")
         _unregister(self)
 
     def __enter__(self) -> Client:
@@ -340,7 +359,7 @@ class Client:
         self._store.after_fork()
         if self._events is not None:
             self._events.after_fork()
-            self._counts = self._events.counts
+            self._counts = self._events.counters
         self._datasource.after_fork()
 
     def __repr__(self) -> str:
@@ -373,7 +392,7 @@ def _after_fork_in_child() -> None:
         try:
             client._after_fork_in_child()
         except Exception:
-            log.exception("pitcrew: could not restart a client after fork")
+            log.exception("could not restart a client after fork")
 
 
 def _close_all(timeout_cap: float | None = None) -> None:

@@ -30,13 +30,12 @@ import time
 from .evaluation import InvalidRuleset
 from .store import RulesetStore, write_cache
 from .transport import Transport, TransportError, backoff_delay
+from .wire import CONFIG_PATH, STREAM_PATH
 
 log = logging.getLogger("pitcrew")
 
 __all__ = ["DataSource"]
 
-CONFIG_PATH = "/sdk/v1/config"
-STREAM_PATH = "/sdk/v1/stream"
 STREAM_READ_TIMEOUT = 45.0  # > 2 x the service's 15 s keep-alive
 STREAM_RETRY_BASE = 0.5
 STREAM_RETRY_MAX = 30.0
@@ -58,7 +57,8 @@ class DataSource:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._logged: set = set()
-        self.state = "initializing"  # -> "valid" | "interrupted" | "closed"
+        # "initializing" -> "valid" | "interrupted" | "unauthorized" (401/403) | "closed"
+        self.state = "initializing"
         self.last_error: str | None = None
         self.stream_connected = False
 
@@ -106,7 +106,7 @@ class DataSource:
             else:
                 self._run_polling()
         except Exception:  # never let the thread die silently
-            log.exception("pitcrew: data source stopped after an unexpected error")
+            log.exception("data source stopped after an unexpected error")
 
     def _run_polling(self) -> None:
         failures = 0
@@ -217,7 +217,7 @@ class DataSource:
                 write_cache(self._cache_path, body, etag, self._fingerprint)
             except Exception as exc:
                 self._log_once("cache-write", logging.WARNING,
-                               "pitcrew: could not write cache file %s: %s", self._cache_path, exc)
+                               "could not write cache file %s: %s", self._cache_path, exc)
         return True
 
     # ------------------------------------------------------------------ status and logging
@@ -226,8 +226,8 @@ class DataSource:
         self._store.checked_at = time.time()
         if self._stop.is_set():
             return
-        if self.state == "interrupted":
-            log.info("pitcrew: connection to the service restored")
+        if self.state in ("interrupted", "unauthorized"):
+            log.info("connection to the service restored")
         self.state = "valid"
         self.last_error = None
 
@@ -236,20 +236,23 @@ class DataSource:
         if self._stop.is_set():
             return
         was = self.state
+        if status in (401, 403):
+            # Permanent until someone fixes the key: no use waiting for a ruleset meanwhile.
+            self.state = "unauthorized"
+            self._log_once(("status", status), logging.ERROR,
+                           "the service refused the SDK key (%s); check the key", message)
+            return
         if was == "valid":
             self.state = "interrupted"
-        if status in (401, 403):
-            self._log_once(("status", status), logging.ERROR,
-                           "pitcrew: the service refused the SDK key (%s); check the key", message)
         elif quiet:
-            log.debug("pitcrew: %s", message)
+            log.debug("%s", message)
         elif was == "valid":  # once per outage
-            log.warning("pitcrew: %s; serving the last ruleset until the service is back", message)
+            log.warning("%s; serving the last ruleset until the service is back", message)
         elif was == "initializing":
             self._log_once("initial", logging.WARNING,
-                           "pitcrew: %s; no ruleset from the service yet, retrying", message)
+                           "%s; no ruleset from the service yet, retrying", message)
         else:
-            log.debug("pitcrew: %s", message)
+            log.debug("%s", message)
 
     def _log_once(self, key, level, msg, *args) -> None:
         if key in self._logged:

@@ -1,11 +1,19 @@
-"""OpenFeature provider for Pitcrew (optional extra: ``pip install pitcrew[openfeature]``).
+"""OpenFeature provider for Pitcrew (optional extra: ``pip install "pitcrew-sdk[openfeature]"``).
 
     from openfeature import api
     from pitcrew.openfeature import PitcrewProvider
 
-    api.set_provider(PitcrewProvider(url="https://flags.example.com", sdk_key="pc_sdk_..."))
+    api.set_provider_and_wait(PitcrewProvider(url="https://flags.example.com", sdk_key="pc_sdk_..."))
     client = api.get_client()
     client.get_boolean_value("new-checkout", False, EvaluationContext("user-1", {"country": "DE"}))
+
+Readiness: ``set_provider_and_wait`` returns once the first ruleset is loaded
+(at most ``ready_timeout`` seconds). It raises ``ProviderFatalError`` when
+the service refused the SDK key (401/403) and ``ProviderNotReadyError`` when
+no ruleset arrived in time (the client keeps trying; PROVIDER_READY is
+emitted when one arrives). With plain ``set_provider`` initialisation runs in
+the background and evaluations made before it finishes return the default
+(PROVIDER_NOT_READY).
 
 The evaluation context maps to a Pitcrew context: its attributes, plus
 ``id`` = the targeting key (when given). ``datetime`` attributes become
@@ -15,7 +23,9 @@ Reasons: OFF -> DISABLED; TARGET_MATCH -> TARGETING_MATCH; RULE_MATCH ->
 TARGETING_MATCH, or SPLIT when the rule serves a rollout or an experiment;
 FALLTHROUGH -> DEFAULT, or SPLIT for a rollout/experiment fallthrough;
 PREREQUISITE_FAILED stays as is; errors -> ERROR with the error code
-(FLAG_NOT_FOUND, TYPE_MISMATCH, PROVIDER_NOT_READY, INVALID_CONTEXT, GENERAL).
+(FLAG_NOT_FOUND, TYPE_MISMATCH, PROVIDER_NOT_READY, INVALID_CONTEXT,
+TARGETING_KEY_MISSING when the context has neither a targeting key nor an
+``id`` attribute, GENERAL).
 The variant is the Pitcrew variation key; flag metadata carries the rule id,
 experiment, in_experiment, flag kind and ruleset version. Evaluations record
 exposures exactly like :meth:`pitcrew.Client.variation`; ``track()`` records an
@@ -30,7 +40,7 @@ from collections.abc import Mapping
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEventDetails
-from openfeature.exception import ErrorCode, ProviderNotReadyError
+from openfeature.exception import ErrorCode, ProviderFatalError, ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
@@ -117,7 +127,15 @@ class PitcrewProvider(AbstractProvider):
         if self.client.wait_until_ready(self._ready_timeout):
             self._announced_ready = True
             return
-        raise ProviderNotReadyError("pitcrew: no ruleset loaded yet (still trying in the background)")
+        status = self.client.status()
+        if status["state"] == "unauthorized":
+            raise ProviderFatalError(
+                f"pitcrew: the service refused the SDK key ({status['last_error']}); "
+                "check the key (the client keeps retrying in the background)")
+        detail = f"; last error: {status['last_error']}" if status["last_error"] else ""
+        raise ProviderNotReadyError(
+            f"pitcrew: no ruleset within {self._ready_timeout:g} s, still trying in the "
+            f"background{detail}")
 
     def shutdown(self) -> None:
         self.client.remove_listener(self._on_ruleset)
@@ -135,7 +153,7 @@ class PitcrewProvider(AbstractProvider):
                 ProviderEventDetails(flags_changed=changed, message=f"ruleset version {new.version}")
             )
         except Exception:
-            log.debug("pitcrew: could not emit an OpenFeature event", exc_info=True)
+            log.debug("could not emit an OpenFeature event", exc_info=True)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -162,7 +180,7 @@ class PitcrewProvider(AbstractProvider):
             value = getattr(tracking_event_details, "value", None) if tracking_event_details else None
             self.client.track(tracking_event_name, ctx, value)
         except Exception:
-            log.debug("pitcrew: OpenFeature track failed", exc_info=True)
+            log.debug("OpenFeature track failed", exc_info=True)
 
     def _resolve(self, kind, flag_key, default_value, evaluation_context, cast=None):
         try:
@@ -171,6 +189,12 @@ class PitcrewProvider(AbstractProvider):
                 return FlagResolutionDetails(
                     value=default_value, reason=OFReason.ERROR, error_code=ErrorCode.INVALID_CONTEXT,
                     error_message="the evaluation context could not be converted",
+                )
+            if ctx.get("id") in (None, ""):
+                return FlagResolutionDetails(
+                    value=default_value, reason=OFReason.ERROR,
+                    error_code=ErrorCode.TARGETING_KEY_MISSING,
+                    error_message="the evaluation context needs a targeting key (Pitcrew's id)",
                 )
             r = self.client.variation_detail(flag_key, ctx, default_value, kind=kind)
             error = _ERRORS.get(r.reason)
@@ -202,7 +226,9 @@ class PitcrewProvider(AbstractProvider):
             return OFReason.TARGETING_MATCH
         if reason == Reason.RULE_MATCH or reason == Reason.FALLTHROUGH:
             rule = r.rule_id if reason == Reason.RULE_MATCH else None
-            if r.experiment is not None or (flag_key, rule) in self.client._store.split_serves:
+            compiled = self.client.ruleset
+            split = compiled is not None and (flag_key, rule) in compiled.split_serves
+            if r.experiment is not None or split:
                 if r.experiment is not None and not r.in_experiment:
                     # a released experiment serves one variation to everyone it matches
                     return OFReason.TARGETING_MATCH if rule else OFReason.DEFAULT

@@ -47,8 +47,6 @@ class RulesetStore:
         self.source: str | None = None  # "bootstrap" | "cache" | "service"
         self.updated_at: float | None = None  # time.time() of the last swap
         self.checked_at: float | None = None  # last successful contact with the service
-        self.split_serves: frozenset = frozenset()  # (flag, rule_id|None) served by rollout/experiment
-        self.track_units: tuple = ()  # experiment unit attributes other than "id"
         self.ready = threading.Event()
         self._listeners: list = []
 
@@ -70,12 +68,8 @@ class RulesetStore:
     def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> CompiledRuleset:
         """Compile ``ruleset`` and swap it in. Raises InvalidRuleset; the old one then stays."""
         compiled = compile_ruleset(ruleset)
-        split = _split_serves(ruleset)
-        units = _track_units(ruleset)
         old = self.compiled
         # Order: auxiliary data first, the reference readers use last.
-        self.split_serves = split
-        self.track_units = units
         self.etag = etag
         self.source = source
         self.updated_at = time.time()
@@ -85,7 +79,7 @@ class RulesetStore:
             try:
                 fn(old, compiled)
             except Exception:
-                log.exception("pitcrew: ruleset listener failed")
+                log.exception("ruleset listener failed")
         return compiled
 
     def after_fork(self) -> None:
@@ -94,43 +88,6 @@ class RulesetStore:
         if self.compiled is not None:
             ready.set()
         self.ready = ready
-
-
-def _split_serves(ruleset) -> frozenset:
-    """(flag, rule_id) pairs (rule_id None for the fallthrough) whose serve is a rollout or experiment.
-
-    Used to report OpenFeature's SPLIT reason; cheap, and only flags with such serves appear.
-    """
-    out = []
-    try:
-        for key, flag in (ruleset.get("flags") or {}).items():
-            targeting = flag.get("targeting") if isinstance(flag, dict) else None
-            if not isinstance(targeting, dict):
-                continue
-            for rule in targeting.get("rules") or ():
-                serve = rule.get("serve") if isinstance(rule, dict) else None
-                if isinstance(serve, dict) and serve.get("variation") is None:
-                    out.append((key, rule.get("id")))
-            ft = targeting.get("fallthrough")
-            if isinstance(ft, dict) and ft.get("variation") is None:
-                out.append((key, None))
-    except Exception:
-        pass
-    return frozenset(out)
-
-
-def _track_units(ruleset) -> tuple:
-    """Unit attributes (other than ``id``) of the ruleset's experiments, in a stable order."""
-    out: dict = {}
-    try:
-        for exp in (ruleset.get("experiments") or {}).values():
-            if isinstance(exp, dict):
-                unit = exp.get("unit")
-                if isinstance(unit, str) and unit and unit != "id":
-                    out[unit] = None
-    except Exception:
-        pass
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------- disk cache
@@ -168,10 +125,10 @@ def read_cache(path: str) -> tuple[dict, str | None, str | None] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        log.warning("pitcrew: ignoring unreadable cache file %s: %s", path, exc)
+        log.warning("ignoring unreadable cache file %s: %s", path, exc)
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("ruleset"), dict):
-        log.warning("pitcrew: ignoring cache file %s: unexpected content", path)
+        log.warning("ignoring cache file %s: unexpected content", path)
         return None
     etag = doc.get("etag")
     fingerprint = doc.get("fingerprint")
@@ -188,7 +145,7 @@ def load_into(store: RulesetStore, ruleset, source: str, etag: str | None = None
         store.apply(ruleset, source=source, etag=etag)
         return True
     except InvalidRuleset as exc:
-        log.warning("pitcrew: ignoring invalid %s ruleset: %s", source, exc)
+        log.warning("ignoring invalid %s ruleset: %s", source, exc)
     except Exception:
-        log.exception("pitcrew: could not load %s ruleset", source)
+        log.exception("could not load %s ruleset", source)
     return False

@@ -6,7 +6,11 @@ services document (Unleash: 250 values per constraint, 30 constraints per
 strategy; LaunchDarkly: list-based segments of up to 15,000 targets), with
 room for real use and a bound on what one write can cost: every ruleset is
 sent to every SDK, so the largest targeting is also the largest download.
+Limits that SDKs must know too (keys, units, event batches) are the wire
+contract's (pitcrew.wire) and only named here.
 """
+
+from pitcrew import wire
 
 # --- request bodies
 # Bodies larger than this get 413 (also settable: MAX_CONTENT_LENGTH).
@@ -16,7 +20,7 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 
 # --- text
-KEY_CHARS = 100  # flag, segment, metric, experiment, environment and variation keys
+KEY_CHARS = wire.MAX_KEY_LENGTH  # flag, segment, metric, experiment, environment and variation keys
 NAME_CHARS = 200
 DESCRIPTION_CHARS = 5000
 LONG_TEXT_CHARS = 10000  # experiment hypotheses and decision summaries
@@ -24,7 +28,7 @@ OWNER_CHARS = 200
 TAG_CHARS = 100
 ATTRIBUTE_CHARS = 100  # context attribute names (conditions, bucket_by, units, dimensions)
 SALT_CHARS = 200
-UNIT_CHARS = 256  # unit ids: targets, segment lists, events
+UNIT_CHARS = wire.MAX_UNIT_LENGTH  # unit ids: targets, segment lists, events
 CONDITION_STRING_CHARS = 1000  # each string in a condition's values (also the longest regex)
 RULE_ID_CHARS = 100
 RULE_DESCRIPTION_CHARS = 1000
@@ -47,9 +51,9 @@ EXPERIMENT_DIMENSIONS = 20
 EXPERIMENT_VARIATIONS = 20
 
 # --- events (POST /sdk/v1/events)
-EVENTS_PER_BATCH = 1000
-EVENT_BATCH_BYTES = 1024 * 1024  # after decompression
-EVENT_KEY_CHARS = 200  # track event keys
+EVENTS_PER_BATCH = wire.MAX_BATCH_EVENTS
+EVENT_BATCH_BYTES = wire.MAX_BATCH_BYTES  # after decompression
+EVENT_KEY_CHARS = wire.MAX_EVENT_KEY_LENGTH  # track event keys
 
 # --- lists of resources
 PAGE_SIZE = 500  # ?limit= at most

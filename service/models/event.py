@@ -14,12 +14,11 @@ events by (environment, event, ts).
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from pitcrew.wire import EXPOSURE, TRACK  # noqa: F401  (the wire contract's event types)
+
 from ..extensions import db
 from .environment import Environment
 from .types import UTCDateTime, utcnow
-
-EXPOSURE = "exposure"
-TRACK = "track"
 
 
 class Event(db.Model):

@@ -16,7 +16,7 @@ from flask import Response, current_app, g, request
 from flask.views import MethodView
 
 from pitcrew.evaluation import evaluate
-from pitcrew.events import exposure_attributes, iso_ts
+from pitcrew.wire import exposure_attributes, iso_ts
 from pitcrew_edge import protocol
 
 from .. import ingest, ruleset

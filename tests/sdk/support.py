@@ -113,6 +113,9 @@ class StubService:
         self.active: set = set()
         self.content_types: set = set()
         self.config_requests = 0
+        self.events_delay = 0.0  # seconds each POST /sdk/v1/events takes
+        self.posts_active = 0
+        self.posts_max_active = 0  # most events requests handled at the same time
         self.lock = threading.Condition()
         self.server = None
         self.thread = None
@@ -296,6 +299,19 @@ class StubHandler(BaseHTTPRequestHandler):
         if self.path != "/sdk/v1/events":
             self._send(404, {"error": {"code": "not_found"}})
             return
+        with svc.lock:
+            svc.posts_active += 1
+            svc.posts_max_active = max(svc.posts_max_active, svc.posts_active)
+        try:
+            self._post_events(raw)
+        finally:
+            with svc.lock:
+                svc.posts_active -= 1
+
+    def _post_events(self, raw):
+        svc = self.service
+        if svc.events_delay:
+            time.sleep(svc.events_delay)
         step = svc.events_script[0] if svc.events_script else None
         if step is not None and step[0] != "store_and_close" and self._scripted(svc.events_script):
             return
@@ -340,8 +356,9 @@ class FaultProxy:
 
     ``faults`` is a deque of ``(path, action)``; the first entry whose path
     matches a request is consumed. ``action`` is ``(status, headers)`` to answer
-    without forwarding, or ``"forward_and_drop"`` to forward (the service stores
-    the batch) and then cut the connection before the client sees the response.
+    without forwarding, ``("delay", seconds)`` to forward after a pause, or
+    ``"forward_and_drop"`` to forward (the service stores the batch) and then
+    cut the connection before the client sees the response.
     ``log`` records ``(path, status, time.monotonic())`` as the client saw it.
     """
 
@@ -383,6 +400,9 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 action = proxy._take_fault(self.path)
+                if isinstance(action, tuple) and action[0] == "delay":
+                    time.sleep(action[1])
+                    action = None
                 if action is not None and action != "forward_and_drop":
                     status, headers = action
                     payload = b'{"error": {"code": "injected", "message": "fault", "details": {}}}'

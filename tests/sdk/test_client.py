@@ -300,15 +300,19 @@ def test_close_returns_in_time_when_dns_hangs(monkeypatch):
         release.set()
 
 
-def test_at_most_two_threads_per_client(stub):
-    before = {t.name for t in threading.enumerate()}
+def test_threads_per_client_datasource_events_and_senders_on_demand(stub):
+    """A data source thread, an events thread, and senders: one at low load (at most
+    MAX_IN_FLIGHT under load, see test_events)."""
+    before = set(threading.enumerate())
     clients = [stub_client(stub, stream=s) for s in (False, True)]
     try:
         for c in clients:
             assert c.wait_until_ready(3)
             c.track("x", {"id": "u"})
-        new = [t for t in threading.enumerate() if t.name.startswith("pitcrew") and t.name not in before]
-        assert len(new) <= 4
+            assert c.flush(3)
+        new = [t for t in threading.enumerate() if t.name.startswith("pitcrew") and t not in before]
+        names = sorted(t.name for t in new)
+        assert names == ["pitcrew-datasource"] * 2 + ["pitcrew-events"] * 2 + ["pitcrew-events-send"] * 2
         assert all(t.daemon for t in new)
     finally:
         for c in clients:

@@ -206,3 +206,41 @@ def test_retry_after_parsing():
 def test_retryable_statuses():
     assert [s for s in (200, 202, 400, 401, 403, 404, 408, 413, 429, 500, 502, 503)
             if is_retryable(s)] == [408, 429, 500, 502, 503]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_key_is_reported_as_unauthorized_not_initializing(stub, status, caplog):
+    stub.config_script.extend([(status, {}, b'{"error": {"code": "unauthorized"}}')] * 50)
+    with caplog.at_level(logging.ERROR, logger="pitcrew"):
+        client = stub_client(stub, poll_interval=0.05)
+        try:
+            start = time.monotonic()
+            assert client.wait_until_ready(5) is False
+            assert time.monotonic() - start < 2  # returns early: waiting cannot help
+            status_now = client.status()
+            assert status_now["state"] == "unauthorized" and f"HTTP {status}" in status_now["last_error"]
+            assert not status_now["ready"]
+            stub.config_script.clear()  # the key is accepted again (e.g. fixed on the service)
+            assert wait_for(client.is_ready, 3)  # the client kept retrying
+            assert wait_for(lambda: client.status()["state"] == "valid", 3)
+        finally:
+            client.close()
+    refused = [r for r in caplog.records if "refused the SDK key" in r.getMessage()]
+    assert len(refused) == 1
+
+
+def test_log_messages_carry_the_pitcrew_prefix_once(stub, capsys):
+    """The logger is named "pitcrew"; a usual format ("%(name)s: %(message)s") adds it once."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s: %(message)s"))
+    logger = logging.getLogger("pitcrew")
+    logger.addHandler(handler)
+    try:
+        client = stub_client(stub, poll_interval=0.05)
+        stub.stop()
+        client.track("e", {"id": "u"})
+        client.close(0.3)
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "pitcrew: " in err and "pitcrew: pitcrew:" not in err

@@ -4,6 +4,7 @@ track()."""
 
 import datetime
 import threading
+import time
 
 import pytest
 
@@ -194,3 +195,49 @@ def test_provider_owning_its_client(stub):
     assert provider.client._closed
     with pytest.raises(TypeError):
         PitcrewProvider()
+
+
+def test_readme_example_works_as_written(stub):
+    """README.md's OpenFeature example: set_provider_and_wait, then real values (not defaults)."""
+    from openfeature.track import TrackingEventDetails as Details
+
+    api.set_provider_and_wait(PitcrewProvider(url=stub.url, sdk_key=stub.sdk_key, flush_interval=0.05))
+    try:
+        of = api.get_client()
+        assert of.get_boolean_value("plain", False, EvaluationContext("user-42", {"country": "DE"})) is True
+        d = of.get_boolean_details("targeted", True, EvaluationContext("user-42", {"country": "DE"}))
+        assert (d.value, d.reason, d.error_code) == (False, OFReason.TARGETING_MATCH, None)
+        of.track("purchase", EvaluationContext("user-42"), Details(value=49.9))
+    finally:
+        api.clear_providers()  # shuts the provider (and its client) down: events delivered
+    assert wait_for(lambda: [e["unit"] for e in stub.stored.values() if e.get("event") == "purchase"]
+                    == ["user-42"], 3)
+
+
+@pytest.mark.parametrize("context", [EvaluationContext(None, {"country": "DE"}), EvaluationContext("", {}),
+                                     None])
+def test_missing_targeting_key_is_targeting_key_missing(of_client, context):
+    of, _, _ = of_client
+    d = of.get_boolean_details("plain", False, context)
+    assert (d.value, d.reason, d.error_code) == (False, OFReason.ERROR, ErrorCode.TARGETING_KEY_MISSING)
+    # an "id" attribute is Pitcrew's unit too
+    d = of.get_boolean_details("plain", False, EvaluationContext(None, {"id": "u"}))
+    assert (d.value, d.error_code) == (True, None)
+
+
+def test_refused_key_is_fatal_says_so_and_does_not_wait(stub):
+    from openfeature.exception import ProviderFatalError
+
+    provider = PitcrewProvider(url=stub.url, sdk_key="pc_sdk_wrong", ready_timeout=10, events=False)
+    start = time.monotonic()
+    try:
+        with pytest.raises(ProviderFatalError) as info:
+            api.set_provider_and_wait(provider, domain="refused")
+        assert time.monotonic() - start < 3  # not the whole ready_timeout
+        assert "refused the SDK key" in str(info.value) and "401" in str(info.value)
+        assert "still trying" not in str(info.value)
+        of = api.get_client("refused")
+        assert of.get_provider_status() == ProviderStatus.FATAL
+        assert provider.client.status()["state"] == "unauthorized"
+    finally:
+        api.clear_providers()

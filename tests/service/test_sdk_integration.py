@@ -227,7 +227,7 @@ def test_sixteen_threads_lose_nothing(live_server, admin, sdk_key):
 
 
 def test_500s_429s_and_lost_responses_deliver_exactly_once(live_server, admin, sdk_key, monkeypatch):
-    from pitcrew import events as events_module
+    from pitcrew.events import delivery as events_module
 
     monkeypatch.setattr(events_module, "RETRY_BASE", 0.1)
     create_flag(admin, "fault-flag")

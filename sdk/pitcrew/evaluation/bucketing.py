@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from hashlib import sha256
 
+from ..wire import BUCKETS
+
 __all__ = ["BUCKETS", "bucket", "digest_threshold", "prefix_hasher", "threshold", "unit_of"]
 
-BUCKETS = 10000
 _TWO64 = 1 << 64
 
 

@@ -17,8 +17,7 @@ experiment does not apply; a missing prerequisite flag is unmet.
 
 from __future__ import annotations
 
-import gc
-
+from ..wire import LIVE_EXPERIMENT_STATUSES
 from .bucketing import BUCKETS, digest_threshold, prefix_hasher, unit_of
 from .evaluator import EvaluationResult, Reason
 from .operators import build_condition
@@ -62,11 +61,16 @@ class CompiledFlag:
 class CompiledRuleset:
     """An immutable compiled ruleset; pass it to :func:`~pitcrew.evaluation.evaluate`."""
 
-    __slots__ = ("version", "environment", "_flags", "_experiments")
+    __slots__ = ("version", "environment", "split_serves", "track_units", "_flags", "_experiments")
 
-    def __init__(self, version, environment, flags, experiments):
+    def __init__(self, version, environment, flags, experiments, split_serves=frozenset(),
+                 track_units=()):
         self.version = version
         self.environment = environment
+        # (flag, rule_id or None for the fallthrough) pairs served by a rollout or an experiment
+        self.split_serves = split_serves
+        # experiment unit attributes other than "id", in a stable order (track() records them)
+        self.track_units = track_units
         self._flags = flags
         self._experiments = experiments
 
@@ -116,19 +120,8 @@ def compile_ruleset(ruleset: dict) -> CompiledRuleset:
     Raises :class:`InvalidRuleset` only when the ruleset as a whole is
     unusable; bad content in a flag (or in a segment or experiment it uses)
     makes that flag evaluate with reason ERROR.
-
-    The cyclic garbage collector is paused while compiling: compiling creates
-    many small objects next to a large input, and collections triggered by
-    them would otherwise take most of the time. Reference counting still
-    frees memory meanwhile; the collector's previous state is restored.
     """
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _compile(ruleset)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    return _compile(ruleset)
 
 
 def _compile(ruleset) -> CompiledRuleset:
@@ -164,7 +157,37 @@ def _compile(ruleset) -> CompiledRuleset:
         flags[key] = CompiledFlag(
             f.key, f.kind, f.version, f.variations, False, "prerequisite cycle", _error_run
         )
-    return CompiledRuleset(version, environment, flags, experiments)
+    return CompiledRuleset(version, environment, flags, experiments,
+                           _split_serves(flags_raw), _track_units(experiments))
+
+
+def _split_serves(flags_raw) -> frozenset:
+    """(flag, rule_id) pairs (rule_id None for the fallthrough) whose serve is a rollout or
+    an experiment (OpenFeature's SPLIT reason)."""
+    out = []
+    for key, flag in flags_raw.items():
+        targeting = flag.get("targeting") if isinstance(flag, dict) else None
+        if not isinstance(targeting, dict):
+            continue
+        rules = targeting.get("rules")
+        for rule in rules if isinstance(rules, list) else ():
+            serve = rule.get("serve") if isinstance(rule, dict) else None
+            if isinstance(serve, dict) and serve.get("variation") is None:
+                out.append((key, rule.get("id")))
+        ft = targeting.get("fallthrough")
+        if isinstance(ft, dict) and ft.get("variation") is None:
+            out.append((key, None))
+    return frozenset(out)
+
+
+def _track_units(experiments) -> tuple:
+    """Unit attributes (other than ``id``) of the experiments, in a stable order."""
+    out: dict = {}
+    for exp in experiments.values():
+        unit = exp.get("unit") if isinstance(exp, dict) else None
+        if isinstance(unit, str) and unit and unit != "id":
+            out[unit] = None
+    return tuple(out)
 
 
 class _Env:
@@ -453,7 +476,7 @@ def _rollout(rollout, reason, rule_id, flag_key, result):
 def _experiment(exp_key, reason, rule_id, values, result, env):
     exp = env.experiments.get(exp_key)
     status = exp.get("status") if isinstance(exp, dict) else None
-    if status not in ("running", "stopped", "concluded"):
+    if status not in LIVE_EXPERIMENT_STATUSES:
         return None, None  # missing, draft or unknown: does not apply
     errors = experiment_errors(exp, values.keys())
     if errors:

@@ -21,16 +21,17 @@ import operator
 import re
 from fractions import Fraction
 
+from .regex import MAX_PATTERN_LENGTH, MAX_SUBJECT_LENGTH, compile_search, pattern_error, raw_search  # noqa: F401
+
 __all__ = [
     "OPS",
     "MAX_PATTERN_LENGTH",
+    "MAX_SUBJECT_LENGTH",
     "parse_semver",
     "parse_instant",
     "values_errors",
     "build_condition",
 ]
-
-MAX_PATTERN_LENGTH = 1000
 
 STRING_OPS = frozenset({"contains", "starts_with", "ends_with", "matches"})
 NUMBER_OPS = frozenset({"gt", "gte", "lt", "lte"})
@@ -213,13 +214,9 @@ def values_errors(op: str, values, *, path: str = "values") -> list[tuple[str, s
             if not isinstance(v, str):
                 errors.append((p, "must be a string"))
             elif op == "matches":
-                if len(v) > MAX_PATTERN_LENGTH:
-                    errors.append((p, f"pattern longer than {MAX_PATTERN_LENGTH} characters"))
-                else:
-                    try:
-                        re.compile(v)
-                    except Exception as exc:  # re.error, RecursionError, ...
-                        errors.append((p, f"invalid pattern: {exc}"))
+                problem = pattern_error(v)  # syntax, length and safety (see docs/regex.md)
+                if problem is not None:
+                    errors.append((p, problem))
         elif op in NUMBER_OPS:
             if not is_number(v):
                 errors.append((p, "must be a number"))
@@ -267,8 +264,8 @@ def _value_test(op: str, values: list):
         suffixes = tuple(values)
         return lambda v: isinstance(v, str) and v.endswith(suffixes)
     if op == "matches":
-        searches = tuple(re.compile(p).search for p in values)
-        return lambda v: isinstance(v, str) and any(s(v) is not None for s in searches)
+        tests = tuple(compile_search(p) for p in values)
+        return lambda v: isinstance(v, str) and any(t(v) for t in tests)
 
     cmp = _COMPARE[op]
     if op in NUMBER_OPS:
@@ -344,12 +341,13 @@ def _fast(attr: str, op: str, values: list, test):
 
         return cond
     if op == "matches" and len(values) == 1:
-        search = re.compile(values[0]).search
+        search = raw_search(values[0])  # refuses an unsafe pattern
+        limit = MAX_SUBJECT_LENGTH
 
         def cond(ctx):
             v = ctx.get(attr)
             if v.__class__ is str:
-                return search(v) is not None
+                return len(v) <= limit and search(v) is not None
             return v is not None and _any_value(v, test)
 
         return cond

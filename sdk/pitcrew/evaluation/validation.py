@@ -13,6 +13,7 @@ evaluates to the caller's default with reason ERROR.
 
 from __future__ import annotations
 
+from ..wire import BUCKETS
 from .operators import OPS, values_errors
 
 __all__ = ["validate_targeting", "validate_segment_rules"]
@@ -20,7 +21,7 @@ __all__ = ["validate_targeting", "validate_segment_rules"]
 Errors = list[tuple[str, str]]
 
 _SERVE_KINDS = ("variation", "rollout", "experiment")
-_TOTAL = 10000
+_TOTAL = BUCKETS
 
 
 def _join(path: str, part) -> str:
