@@ -214,7 +214,7 @@ def values_errors(op: str, values, *, path: str = "values") -> list[tuple[str, s
             if not isinstance(v, str):
                 errors.append((p, "must be a string"))
             elif op == "matches":
-                problem = pattern_error(v)  # syntax, length and safety (see docs/regex.md)
+                problem = pattern_error(v)  # syntax, length and safety (see docs/evaluation.md, "Pattern safety")
                 if problem is not None:
                     errors.append((p, problem))
         elif op in NUMBER_OPS:

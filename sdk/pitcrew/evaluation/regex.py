@@ -1,4 +1,4 @@
-"""Safe regular expressions for the ``matches`` operator (see docs/regex.md).
+"""Safe regular expressions for the ``matches`` operator (see docs/evaluation.md, "Pattern safety").
 
 ``matches`` has ``re.search`` semantics with no flags. Python's ``re`` is a
 backtracking engine: a pattern such as ``^(a+)+$`` takes exponential time on
@@ -32,7 +32,7 @@ is refused evaluates to the caller's default with reason ERROR, never hangs):
    characters stays within about a millisecond (``benchmarks/bench_engine.py``
    measures the worst accepted shapes).
 
-RE2 (``google-re2``) was measured and not adopted; docs/regex.md says why.
+RE2 (``google-re2``) was measured and not adopted; docs/evaluation.md, "Pattern safety" says why.
 The checks run on Python's own parse of the pattern (``re._parser``), so they
 see exactly what ``re`` will execute.
 """
