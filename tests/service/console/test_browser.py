@@ -37,9 +37,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 SHOTS = ROOT / "build" / "console-screenshots"
 
 try:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover
-    sync_playwright = None
+    expect = sync_playwright = None
+else:
+    expect.set_options(timeout=30_000)  # assertions wait for the page (a loaded CI machine)
 
 if sync_playwright is None or not shutil.which(CHROMIUM):
     reason = "needs Playwright and Debian's chromium (apt-get install chromium)"
@@ -76,7 +78,7 @@ class Watch:
         page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         page.on("dialog", lambda d: d.accept())  # data-confirm prompts
-        page.set_default_timeout(20000)
+        page.set_default_timeout(60000)  # a loaded CI machine
         return page
 
     def check(self):
@@ -167,7 +169,7 @@ def test_flag_created_targeted_and_turned_on_reaches_the_sdk_config(session, liv
 
     page.get_by_role("button", name="Turn on in production").click()
     page.wait_for_url(re.compile(r"/flags/new-checkout$"))
-    assert page.get_by_text("new-checkout is now on in production").is_visible()
+    expect(page.get_by_text("new-checkout is now on in production")).to_be_visible()
     shot(page, "flag")
 
     after = config(live_server, sdk_key)
@@ -182,7 +184,7 @@ def test_flag_created_targeted_and_turned_on_reaches_the_sdk_config(session, liv
     page.get_by_role("link", name="Flags").first.click()
     page.get_by_label("Tag").fill("checkout")
     page.get_by_role("button", name="Filter").click()
-    assert page.get_by_role("link", name="new-checkout").is_visible()
+    expect(page.get_by_role("link", name="new-checkout")).to_be_visible()
     assert_accessible_basics(page)
     shot(page, "flags")
     page.screenshot(path=str(SHOTS / "readme-flags.jpg"), type="jpeg", quality=80)
@@ -224,7 +226,7 @@ def test_a_stale_edit_in_another_tab_shows_a_conflict(session, admin):
     with second.expect_response(lambda r: r.request.method == "POST") as posted:
         second.get_by_role("button", name="Save targeting").first.click()
     assert posted.value.status == 409
-    assert second.get_by_text("Conflict: this changed since you opened it.").is_visible()
+    expect(second.get_by_text("Conflict: this changed since you opened it.")).to_be_visible()
     shot(second, "conflict")
     db.session.expire_all()
     flag, targeting = flag_domain.get_targeting("two-tabs", "production")
@@ -259,7 +261,7 @@ def test_experiment_created_started_and_read_in_the_console(session, live_server
     page.get_by_label("Track event key").fill("purchase")
     page.get_by_label("Type").select_option("conversion")
     page.get_by_role("button", name="Create metric").click()
-    assert page.get_by_role("link", name="purchases").is_visible()
+    expect(page.get_by_role("link", name="purchases")).to_be_visible()
 
     page.goto("/experiments/new")
     page.get_by_label("Key", exact=True).fill("checkout-test")
@@ -282,7 +284,7 @@ def test_experiment_created_started_and_read_in_the_console(session, live_server
     page.goto("/experiments/checkout-test")
     page.get_by_role("button", name="Start experiment").click()
     page.wait_for_url(re.compile(r"/experiments/checkout-test$"))
-    assert page.get_by_role("button", name="Stop experiment").is_visible()
+    expect(page.get_by_role("button", name="Stop experiment")).to_be_visible()
 
     # Traffic: earlier days posted to the events endpoint, today's users through the SDK client.
     sdk_key = make_sdk_key("production")
@@ -310,7 +312,7 @@ def test_experiment_created_started_and_read_in_the_console(session, live_server
 
     page.reload()
     html = page.content()
-    assert page.locator("#verdict").get_by_text("winner").first.is_visible()
+    expect(page.locator("#verdict").get_by_text("winner").first).to_be_visible()
     assert page.locator("svg.chart").count() == 2  # forest plot and lift over time
     forest = page.locator("svg.chart").nth(0)
     assert "Relative lift of purchases vs control off (%)" in forest.inner_html()
@@ -338,16 +340,16 @@ def test_experiment_created_started_and_read_in_the_console(session, live_server
     page.get_by_label("Summary").fill("Clear win on purchases.")
     page.get_by_role("button", name="Conclude experiment").click()
     page.wait_for_url(re.compile(r"/experiments/checkout-test$"))
-    assert page.get_by_text("Decision: ship").is_visible()
+    expect(page.get_by_text("Decision: ship")).to_be_visible()
 
     page.goto("/tools/sample-size")
     page.get_by_label("Absolute: percentage points").check()
     page.get_by_label("Effect to detect").fill("2")
     page.get_by_role("button", name="Calculate").click()
-    assert page.get_by_text("absolute (percentage points)").first.is_visible()
+    expect(page.get_by_text("absolute (percentage points)").first).to_be_visible()
     shot(page, "sample-size")
     page.goto("/audit?resource_type=experiment")
-    assert page.get_by_text("conclude").first.is_visible()
+    expect(page.get_by_text("conclude").first).to_be_visible()
     shot(page, "audit")
     db.session.expire_all()
     assert db.session.execute(sa.text("SELECT count(*) FROM events")).scalar() > 1500
@@ -363,7 +365,7 @@ def test_a_change_request_opened_approved_and_applied_reaches_the_sdk_config(ses
     author = session("editor", "erin")
     author.goto("/flags/checkout")
     author.get_by_role("link", name="Edit targeting in production").click()
-    assert author.get_by_text("This environment requires 1 approval; saving opens a change request").is_visible()
+    expect(author.get_by_text("This environment requires 1 approval; saving opens a change request")).to_be_visible()
     assert author.get_by_role("button", name="Save targeting").count() == 0
     author.get_by_label("On: serve the targeting below").check()
     author.get_by_label("Comment for the reviewers (what and why)").fill("Launch the new checkout")
@@ -371,26 +373,26 @@ def test_a_change_request_opened_approved_and_applied_reaches_the_sdk_config(ses
     shot(author, "change-request-editor")
     author.get_by_role("button", name="Open change request").first.click()
     author.wait_for_url(re.compile(r"/change-requests/1$"))
-    assert author.get_by_text("Opened change request #1").is_visible()
+    expect(author.get_by_text("Opened change request #1")).to_be_visible()
     assert author.get_by_role("button", name="Approve").count() == 0  # the author never approves
     assert config(live_server, sdk_key)["version"] == before["version"]  # nothing live changed yet
 
     reviewer = session("editor", "rita")
-    assert reviewer.get_by_text("Change requests awaiting your review (1)").is_visible()
+    expect(reviewer.get_by_text("Change requests awaiting your review (1)")).to_be_visible()
     reviewer.locator("#to-review").get_by_role("link", name="#1").click()
     reviewer.wait_for_url(re.compile(r"/change-requests/1$"))
-    assert reviewer.locator("table.diff").get_by_text("enabled").is_visible()
+    expect(reviewer.locator("table.diff").get_by_text("enabled")).to_be_visible()
     reviewer.get_by_label("Review comment").fill("Looks right")
     reviewer.get_by_role("button", name="Approve").click()
     reviewer.wait_for_url(re.compile(r"/change-requests/1$"))
-    assert reviewer.get_by_text("Approved change request #1 (state: approved).").is_visible()
+    expect(reviewer.get_by_text("Approved change request #1 (state: approved).")).to_be_visible()
     assert_accessible_basics(reviewer)
     shot(reviewer, "change-request-approved")
 
     author.reload()
     author.get_by_role("button", name="Apply now").click()
     author.wait_for_url(re.compile(r"/change-requests/1$"))
-    assert author.get_by_text("Applied change request #1").is_visible()
+    expect(author.get_by_text("Applied change request #1")).to_be_visible()
     shot(author, "change-request-applied")
     after = config(live_server, sdk_key)
     assert after["version"] != before["version"]
@@ -403,7 +405,7 @@ def test_a_change_request_opened_approved_and_applied_reaches_the_sdk_config(ses
     author.get_by_role("link", name="Change requests").first.click()
     author.get_by_label("State").select_option("applied")  # the filter form submits on change
     author.wait_for_url(re.compile(r"state=applied"))
-    assert author.get_by_role("link", name="#1").is_visible()
+    expect(author.get_by_role("link", name="#1")).to_be_visible()
     assert_accessible_basics(author)
     shot(author, "change-requests")
     # Staging is not protected: schedule turning the flag on there, as a quick change.
@@ -414,7 +416,7 @@ def test_a_change_request_opened_approved_and_applied_reaches_the_sdk_config(ses
     assert "in your browser's time zone" in author.locator(".local-time").first.text_content()
     quick.get_by_role("button", name="Schedule", exact=True).click()
     author.wait_for_url(re.compile(r"/flags/checkout/schedules$"))
-    assert author.get_by_role("button", name="Cancel change 1").is_visible()
+    expect(author.get_by_role("button", name="Cancel change 1")).to_be_visible()
     assert_accessible_basics(author)
     shot(author, "schedules")
 
@@ -433,7 +435,7 @@ def test_a_guarded_rollout_started_in_the_console_shows_its_guardrail_plot(sessi
     shot(page, "rollout-new")
     page.get_by_role("button", name="Start guarded rollout").click()
     page.wait_for_url(re.compile(r"/rollouts/1$"))
-    assert page.get_by_text("step 1 of 4").is_visible()
+    expect(page.get_by_text("step 1 of 4")).to_be_visible()
 
     # Traffic (exposures and purchases as an SDK sends them), then the real worker's checks.
     sdk_key = make_sdk_key("production")
@@ -448,14 +450,15 @@ def test_a_guarded_rollout_started_in_the_console_shows_its_guardrail_plot(sessi
     assert db.session.get(Rollout, 1).state == "rolled_back"
 
     page.reload()
-    assert page.locator("#reason").get_by_text("significant harm on guardrail 'purchases'").is_visible()
+    expect(page.locator("#reason").get_by_text("significant harm on guardrail 'purchases'")).to_be_visible()
     plot = page.locator("figure.guardrail svg.chart")
-    assert plot.count() == 1 and plot.is_visible()
+    expect(plot).to_have_count(1)
+    expect(plot).to_be_visible()
     assert "harm side: on below off; higher is better" in plot.inner_html()
     assert plot.locator("polygon").count() >= 2 and plot.locator("polyline").count() == 1
     checks = db.session.scalar(sa.text("SELECT count(*) FROM rollout_checks"))
     assert checks >= 2 and page.locator("table.checks tbody tr").count() == checks
-    assert page.locator("table.checks").get_by_text("not enough data").first.is_visible()
+    expect(page.locator("table.checks").get_by_text("not enough data").first).to_be_visible()
     assert_accessible_basics(page)
     shot(page, "rollout")
     page.locator("#h-guardrails ~ figure").first.screenshot(path=str(SHOTS / "rollout-plot.png"))
@@ -473,12 +476,12 @@ def test_flags_as_code_preview_then_apply_in_the_browser(session, live_server, a
     assert Path(download.value.path()).read_text() == exported
     page.get_by_label("Document (YAML or JSON)").fill(exported.replace("enabled: false", "enabled: true", 1))
     page.get_by_role("button", name="Preview changes (dry run)").click()
-    assert page.get_by_text("Preview (dry run): nothing has changed yet.").is_visible()
-    assert page.locator("#diff").get_by_text("targeting.enabled").is_visible()
+    expect(page.get_by_text("Preview (dry run): nothing has changed yet.")).to_be_visible()
+    expect(page.locator("#diff").get_by_text("targeting.enabled")).to_be_visible()
     shot(page, "import-preview")
     assert flag_domain.get_targeting("checkout", "staging")[1]["enabled"] is False
     page.get_by_role("button", name="Apply to staging").click()
-    assert page.get_by_text("Applied in one transaction.").is_visible()
+    expect(page.get_by_text("Applied in one transaction.")).to_be_visible()
     db.session.expire_all()
     assert flag_domain.get_targeting("checkout", "staging")[1]["enabled"] is True
     assert_accessible_basics(page)
