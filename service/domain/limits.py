@@ -51,5 +51,9 @@ EVENTS_PER_BATCH = 1000
 EVENT_BATCH_BYTES = 1024 * 1024  # after decompression
 EVENT_KEY_CHARS = 200  # track event keys
 
+# --- webhooks (docs/webhooks.md)
+WEBHOOKS = 100  # every announcement is written once per matching webhook
+URL_CHARS = 2048
+
 # --- lists of resources
 PAGE_SIZE = 500  # ?limit= at most
