@@ -131,6 +131,11 @@ def to_dicts(flags: list[Flag]) -> list[dict]:
     return [to_dict(flag, stages[flag.id]) for flag in flags]
 
 
+def evaluations(key: str, *, days: int = 30) -> dict:
+    """The flag's evaluation counts per environment (docs/lifecycle.md)."""
+    return lifecycle_domain.evaluations(get(key), days=days)
+
+
 def history(key: str, *, limit: int = 50, cursor: str | None = None) -> Page:
     """Versions newest first, each with its diff against the version before it."""
     flag = get(key)
