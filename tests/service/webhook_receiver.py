@@ -41,6 +41,7 @@ class Receiver:
         self.hang = threading.Event()  # while set, requests are held
         self.release = threading.Event()
         self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0  # concurrent requests, and the most seen at once
         self.server = None
         self.thread = None
 
@@ -58,10 +59,16 @@ class Receiver:
                 with receiver.lock:
                     receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body,
                                                       time.monotonic()))
-                if receiver.hang.is_set():
-                    receiver.release.wait(30)
-                if receiver.delay:
-                    time.sleep(receiver.delay)
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                try:
+                    if receiver.hang.is_set():
+                        receiver.release.wait(30)
+                    if receiver.delay:
+                        time.sleep(receiver.delay)
+                finally:
+                    with receiver.lock:
+                        receiver.in_flight -= 1
                 payload = b"ok " + b"x" * 2000  # longer than the excerpt the service keeps
                 try:
                     self.send_response(receiver.status)
