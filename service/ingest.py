@@ -399,7 +399,7 @@ def _first_time(environment_id: int, batch: str, now: datetime | None) -> bool:
     table = EvaluationBatch.__table__
     stmt = _insert()(table).values(environment_id=environment_id, batch=batch,
                                    received_at=now or datetime.now(UTC)).on_conflict_do_nothing()
-    return db.session.execute(stmt).rowcount == 1
+    return db.session.execute(stmt.returning(table.c.batch)).first() is not None
 
 
 def prune_batches(now: datetime | None = None) -> int:
