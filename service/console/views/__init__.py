@@ -1,3 +1,15 @@
 """Console pages, one module per area; importing them registers their routes and nav entries."""
 
-from . import audit, environments, experiments, flags, home, metrics, segments, tokens, tools  # noqa: F401
+from . import (  # noqa: F401
+    audit,
+    environments,
+    experiments,
+    flags,
+    home,
+    lifecycle,
+    metrics,
+    segments,
+    tokens,
+    tools,
+    webhooks,
+)
