@@ -235,7 +235,7 @@ def monthly_bars(months: Sequence[str], series: Sequence[tuple[str, Sequence[flo
     height = height + legend_h
     plot_bottom = height - bottom - legend_h
     values = [v for _, vs in series for v in vs if v is not None and math.isfinite(v)] + [0.0]
-    ticks = nice_ticks(0.0, max(values) or 1.0, count=4)
+    ticks = nice_ticks(0.0, max(1.0, max(values)), count=4)  # at least 0..1: small values stay small
     y = Scale(ticks[0], ticks[-1], plot_bottom, top)
     slot = (width - left - right) / max(1, len(months))
     bar = max(4.0, min(28.0, (slot - 10) / max(1, len(series))))
@@ -252,7 +252,7 @@ def monthly_bars(months: Sequence[str], series: Sequence[tuple[str, Sequence[flo
     for t in ticks:
         py = y(t)
         out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="{GRID}"/>')
-        out.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end" fill="{MUTED}">{escape(fmt(t))}</text>')
+        out.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end" fill="{MUTED}">{escape(f"{t:g}")}</text>')
     for i, month in enumerate(months):
         x0 = left + slot * i + (slot - bar * len(series)) / 2
         out.append(f'<text x="{left + slot * (i + 0.5):.1f}" y="{plot_bottom + 16}" text-anchor="middle" '
