@@ -47,7 +47,7 @@ from ..models import (
 from ..models.types import utcnow
 from . import unit_of_work
 from .announce import announce
-from .pagination import Page, decode_cursor, encode_cursor
+from .pagination import LIKE_ESCAPE, Page, contains_pattern, decode_cursor, encode_cursor
 from .serving import LIFETIMES, single_variation
 
 STAGES = ("new", "active", "launched", "inactive", "potentially_stale", "ready_to_archive")
@@ -114,14 +114,22 @@ def _production_state(flags: list[Flag], environment: Environment | None) -> dic
     return state
 
 
-def prerequisite_keys() -> set[str]:
-    """Keys of flags that some live flag names as a prerequisite (in any environment)."""
-    rows = db.session.execute(
-        sa.select(FlagTargeting.targeting).join(Flag, Flag.id == FlagTargeting.flag_id)
-        # Narrowed in SQL by the JSON text ("flag" only occurs in prerequisites), exact below.
-        .where(Flag.archived.is_(False), sa.cast(FlagTargeting.targeting, sa.Text).like('%"flag"%'))).scalars()
-    return {p.get("flag") for targeting in rows for p in (targeting.get("prerequisites") or [])
-            if isinstance(p, dict)}
+def prerequisite_keys(among: Iterable[str] | None = None) -> set[str]:
+    """Keys of flags that some live flag names as a prerequisite (in any environment), of ``among`` if given.
+
+    Narrowed in SQL by the JSON text (``"flag"`` occurs only in prerequisites;
+    for a few flags, their quoted keys), the exact test in Python."""
+    text = sa.cast(FlagTargeting.targeting, sa.Text)
+    keys = None if among is None else set(among)
+    if keys is not None and len(keys) <= 20:
+        narrow = sa.or_(*(text.like(contains_pattern(f'"{key}"'), escape=LIKE_ESCAPE) for key in keys))
+    else:
+        narrow = text.like('%"flag"%')
+    rows = db.session.execute(sa.select(FlagTargeting.targeting).join(Flag, Flag.id == FlagTargeting.flag_id)
+                              .where(Flag.archived.is_(False), narrow)).scalars()
+    found = {p.get("flag") for targeting in rows for p in (targeting.get("prerequisites") or [])
+             if isinstance(p, dict)}
+    return found if keys is None else found & keys
 
 
 # ---------------------------------------------------------------- the stages
@@ -135,7 +143,7 @@ def compute(flags: list[Flag], now: datetime | None = None) -> dict[int, Lifecyc
     used = usage(f.key for f in flags)
     production = _production()
     state = _production_state(flags, production)
-    prerequisites = prerequisite_keys()
+    prerequisites = prerequisite_keys(f.key for f in flags)
     return {flag.id: _lifecycle(flag, used.get(flag.key), state.get(flag.id), flag.key in prerequisites, now)
             for flag in flags}
 
