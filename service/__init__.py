@@ -57,10 +57,29 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     console.init_app(app)  # the web console at / (service/console, docs/console.md)
 
+    _webhooks(app)
+
     from . import cli
 
     cli.init_app(app)
     return app
+
+
+def _webhooks(app: Flask) -> None:
+    """Webhook settings, the secret box and the outbox listener (docs/webhooks.md)."""
+    from datetime import timedelta
+
+    from . import ingest
+    from .domain import secretbox, webhooks
+
+    secretbox.configure(app.config["SECRET_KEY"])
+    settings = webhooks.settings
+    settings.allow_private = bool(app.config["WEBHOOK_ALLOW_PRIVATE"])
+    settings.timeout = float(app.config["WEBHOOK_TIMEOUT"])
+    settings.retention = timedelta(days=app.config["WEBHOOK_RETENTION_DAYS"])
+    settings.rotation_overlap = timedelta(hours=app.config["WEBHOOK_ROTATION_OVERLAP_HOURS"])
+    ingest.BATCH_RETENTION = timedelta(hours=app.config["EVALUATION_BATCH_RETENTION_HOURS"])
+    webhooks.init()
 
 
 def _engine_options(url: str) -> dict:

@@ -112,4 +112,19 @@ def from_environment() -> dict:
         # Seconds between guardrail checks of a running guarded rollout
         # within a step (a step's end is always checked).
         "ROLLOUT_CHECK_INTERVAL": float(os.environ.get("ROLLOUT_CHECK_INTERVAL", "300")),
+        # Seconds between the worker's housekeeping passes (flag.stale, pruning).
+        "WORKER_HOUSEKEEPING_INTERVAL": float(os.environ.get("WORKER_HOUSEKEEPING_INTERVAL", "3600")),
+        # Webhooks (docs/webhooks.md). 1 allows loopback and private destinations
+        # (development and tests only: it lets webhooks reach internal services).
+        "WEBHOOK_ALLOW_PRIVATE": os.environ.get("WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
+        # Seconds one delivery attempt may take in all (connect, send, answer).
+        "WEBHOOK_TIMEOUT": float(os.environ.get("WEBHOOK_TIMEOUT", "10")),
+        # Sender threads per worker process.
+        "WEBHOOK_CONCURRENCY": _int("WEBHOOK_CONCURRENCY", 4),
+        # Days finished deliveries stay in the delivery log.
+        "WEBHOOK_RETENTION_DAYS": _int("WEBHOOK_RETENTION_DAYS", 30),
+        # Hours the previous secret keeps signing after a rotation.
+        "WEBHOOK_ROTATION_OVERLAP_HOURS": float(os.environ.get("WEBHOOK_ROTATION_OVERLAP_HOURS", "24")),
+        # Hours an SDK batch id is remembered (a retried batch within it counts once).
+        "EVALUATION_BATCH_RETENTION_HOURS": float(os.environ.get("EVALUATION_BATCH_RETENTION_HOURS", "48")),
     }

@@ -18,9 +18,17 @@ environment never makes another environment's event a duplicate. Ids the
 server derives itself (exposures of remote evaluation) come from
 :func:`server_event_id`, an HMAC under the server's secret key, so nobody
 can pre-empt them. Per-flag evaluation
-counts (``evaluations``) are summed into ``flag_evaluations`` per UTC day in
-the same transaction; they are validated leniently (bad entries are skipped)
-and, having no ids, are counted again when an SDK retries a batch.
+counts (``evaluations``) are summed into ``flag_evaluations`` per UTC day,
+and ``flag_usage`` keeps when each flag was first and last evaluated per
+environment, in the same transaction; they are validated leniently (bad
+entries are skipped). A batch carrying a ``"batch"`` id (a UUID the SDK
+fixes before the first attempt and reuses on retries) has its evaluations
+counted once: the id is recorded in ``evaluation_batches`` in the same
+transaction, and a batch whose id is there already adds no counts (its
+events deduplicate by their own ids). Ids are kept ``BATCH_RETENTION``
+(48 h; the worker prunes them). A batch without an id is counted every
+time it arrives. Remote evaluations (``POST /sdk/v1/evaluate``) are
+counted by :func:`count_remote`.
 
 Nothing here imports Flask: the HTTP layer (``service/sdk_api/events.py``)
 decodes the body and calls :func:`ingest`.
@@ -35,13 +43,15 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
 
 from pitcrew.wire import EXPOSURE, MAX_EVALUATION_ENTRIES, TRACK
 
 from .domain import limits
 from .extensions import db
-from .models import FlagEvaluation
+from .models import EvaluationBatch, FlagEvaluation, FlagUsage
 
 MAX_EVENTS = limits.EVENTS_PER_BATCH
 MAX_FUTURE = timedelta(hours=1)
@@ -63,6 +73,8 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000").search
 _fromisoformat = datetime.fromisoformat
 _isfinite = math.isfinite
+BATCH_RETENTION = timedelta(hours=48)  # set from EVALUATION_BATCH_RETENTION_HOURS by create_app
+MAX_BATCH_ID = 100
 
 
 class BatchError(ValueError):
@@ -237,6 +249,15 @@ def validate(events, environment_id: int, now: datetime | None = None) -> tuple[
     return rows, rejected
 
 
+def batch_id(body) -> str | None:
+    """The batch's ``"batch"`` id when it is a usable one (a non-empty string of at most 100
+    characters); anything else counts as no id (the batch is then counted as it comes)."""
+    value = body.get("batch") if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value or len(value) > MAX_BATCH_ID or not value.isprintable():
+        return None
+    return value
+
+
 def parse_batch(body) -> tuple[list, list]:
     """The ``events`` and ``evaluations`` lists of a decoded batch body."""
     if not isinstance(body, dict):
@@ -255,14 +276,20 @@ def parse_batch(body) -> tuple[list, list]:
     return events, evaluations
 
 
-def ingest(body, environment_id: int, now: datetime | None = None) -> IngestResult:
-    """Validate and store a decoded batch; commits once. Raises BatchError for unusable batches."""
+def ingest(body, environment_id: int, now: datetime | None = None, *, remote: dict | None = None) -> IngestResult:
+    """Validate and store a decoded batch; commits once. Raises BatchError for unusable batches.
+
+    ``remote``: the results of a remote evaluation (``{flag: EvaluationResult}``),
+    counted in the same transaction (:func:`count_remote`)."""
     events, evaluations = parse_batch(body)
     rows, rejected = validate(events, environment_id, now)
     inserted, after_commit = _store(rows) if rows else (0, None)
-    counts = _evaluation_counts(evaluations, now)
-    if counts:
-        _store_evaluations(environment_id, counts)
+    counts, seen = _evaluation_counts(evaluations, now)
+    batch = batch_id(body)
+    if counts and (batch is None or _first_time(environment_id, batch, now)):
+        _store_evaluations(environment_id, counts, seen, now)
+    if remote:
+        count_remote(environment_id, remote, now)
     db.session.commit()
     if after_commit is not None:
         after_commit()
@@ -316,22 +343,11 @@ def _store_generic(connection, rows: list[tuple]) -> int:
 # --------------------------------------------------------------------------- evaluations
 
 
-def _day_of(value, fallback: date) -> date:
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return fallback
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(UTC)
-        return moment.date()
-    return fallback
-
-
-def _evaluation_counts(evaluations: list, now: datetime | None) -> dict:
-    """{(flag, variation, day): count} from the lenient ``evaluations`` list."""
-    today = (now or datetime.now(UTC)).date()
+def _evaluation_counts(evaluations: list, now: datetime | None) -> tuple[dict, dict]:
+    """({(flag, variation, day): count}, {flag: latest moment evaluated}) from the lenient list."""
+    now = now or datetime.now(UTC)
     counts: dict = {}
+    seen: dict = {}
     for entry in evaluations[:MAX_EVALUATION_ENTRIES]:
         if not isinstance(entry, dict):
             continue
@@ -346,21 +362,72 @@ def _evaluation_counts(evaluations: list, now: datetime | None) -> dict:
             continue
         if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
             continue
-        day = _day_of(entry.get("end") or entry.get("start"), today)
-        if day > today:
-            day = today
+        moment = _moment_of(entry.get("end") or entry.get("start"), now)
+        day = moment.date()
         key = (flag, variation, day)
         counts[key] = counts.get(key, 0) + min(count, 10**12)
-    return counts
+        if flag not in seen or moment > seen[flag]:
+            seen[flag] = moment
+    return counts, seen
 
 
-def _store_evaluations(environment_id: int, counts: dict) -> None:
-    dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
+def _moment_of(value, now: datetime) -> datetime:
+    """When a summary says its evaluations happened (its end), at most ``now``; ``now`` if unreadable."""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return now
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return min(moment, now)
+    return now
+
+
+def _insert():
+    if db.session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    now = datetime.now(UTC)
+    return insert
+
+
+def _first_time(environment_id: int, batch: str, now: datetime | None) -> bool:
+    """Record the batch id; False when it was recorded before (a retry: count nothing).
+
+    Two copies of one batch arriving together: the second INSERT waits for
+    the first's transaction and then conflicts (PostgreSQL), or waits for
+    the write lock (SQLite); either way one of them counts."""
+    table = EvaluationBatch.__table__
+    stmt = _insert()(table).values(environment_id=environment_id, batch=batch,
+                                   received_at=now or datetime.now(UTC)).on_conflict_do_nothing()
+    return db.session.execute(stmt.returning(table.c.batch)).first() is not None
+
+
+def prune_batches(now: datetime | None = None) -> int:
+    """Forget batch ids older than ``BATCH_RETENTION`` (the worker's housekeeping); commits."""
+    cutoff = (now or datetime.now(UTC)) - BATCH_RETENTION
+    result = db.session.execute(sa.delete(EvaluationBatch).where(EvaluationBatch.received_at < cutoff))
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def count_remote(environment_id: int, results, now: datetime | None = None) -> None:
+    """Count a remote evaluation's results (``{flag: EvaluationResult}``) like an SDK summary;
+    in the caller's transaction. Flags the ruleset does not know are not counted."""
+    now = now or datetime.now(UTC)
+    counts: dict = {}
+    for key, result in results.items():
+        if getattr(result, "reason", None) == "FLAG_NOT_FOUND" or len(key) > MAX_KEY:
+            continue
+        variation = result.variation if isinstance(result.variation, str) else ""
+        counts[(key, variation[:MAX_KEY], now.date())] = counts.get((key, variation[:MAX_KEY], now.date()), 0) + 1
+    if counts:
+        _store_evaluations(environment_id, counts, {flag: now for flag, _, _ in counts}, now)
+
+
+def _store_evaluations(environment_id: int, counts: dict, seen: dict, now: datetime | None = None) -> None:
+    insert = _insert()
+    now = now or datetime.now(UTC)
     table = FlagEvaluation.__table__
     # Sorted, so concurrent batches lock the same rows in the same order (no deadlocks).
     values = [{"environment_id": environment_id, "flag": f, "variation": v, "day": d, "count": c,
@@ -370,4 +437,14 @@ def _store_evaluations(environment_id: int, counts: dict) -> None:
         index_elements=[table.c.environment_id, table.c.flag, table.c.variation, table.c.day],
         set_={"count": table.c.count + stmt.excluded.count, "last_seen_at": stmt.excluded.last_seen_at},
     )
+    db.session.execute(stmt)
+    usage = FlagUsage.__table__
+    stmt = insert(usage).values([{"environment_id": environment_id, "flag": flag, "first_evaluated_at": moment,
+                                  "last_evaluated_at": moment} for flag, moment in sorted(seen.items())])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[usage.c.environment_id, usage.c.flag],
+        set_={"first_evaluated_at": sa.case((stmt.excluded.first_evaluated_at < usage.c.first_evaluated_at,
+                                             stmt.excluded.first_evaluated_at), else_=usage.c.first_evaluated_at),
+              "last_evaluated_at": sa.case((stmt.excluded.last_evaluated_at > usage.c.last_evaluated_at,
+                                            stmt.excluded.last_evaluated_at), else_=usage.c.last_evaluated_at)})
     db.session.execute(stmt)

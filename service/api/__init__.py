@@ -7,12 +7,14 @@ from . import (
               experiments,
               flags,
               flags_as_code,
+              insights,
               metrics,
               process,
               segments,
               tokens,
               tools,
+              webhooks,
 )
 
 BLUEPRINTS = [environments.blp, flags.blp, segments.blp, metrics.blp, experiments.blp, tools.blp, tokens.blp,
-              audit.blp, change_requests.blp, process.blp, flags_as_code.blp]
+              audit.blp, change_requests.blp, process.blp, flags_as_code.blp, webhooks.blp, insights.blp]

@@ -5,6 +5,8 @@ from ..domain import flags as domain
 from ..extensions import Blueprint
 from ..schemas.common import PageQuerySchema
 from ..schemas.flags import (
+    EvaluationsQuerySchema,
+    FlagEvaluationsSchema,
     FlagHistoryPageSchema,
     FlagPageSchema,
     FlagPatchSchema,
@@ -25,9 +27,9 @@ class Flags(MethodView):
     @blp.arguments(FlagQuerySchema, location="query")
     @blp.response(200, FlagPageSchema)
     def get(self, query):
-        """List flags (archived ones only with archived=true)"""
+        """List flags (archived ones only with archived=true; lifecycle= filters on the stage)"""
         result = domain.list_flags(**query)
-        return {"items": [domain.to_dict(f) for f in result.items], "next_cursor": result.next_cursor}
+        return {"items": domain.to_dicts(result.items), "next_cursor": result.next_cursor}
 
     @blp.arguments(FlagSchema)
     @blp.response(201, FlagSchema)
@@ -80,6 +82,16 @@ class FlagTargeting(MethodView):
         """Replace some top-level fields of the targeting (e.g. {"enabled": true})"""
         flag, stored = domain.patch_targeting(actor(), key, env, changes, if_match())
         return stored, 200, etag(flag.version)
+
+
+@blp.route("/<string:key>/evaluations")
+class FlagEvaluations(MethodView):
+    @blp.arguments(EvaluationsQuerySchema, location="query")
+    @blp.response(200, FlagEvaluationsSchema)
+    def get(self, query, key):
+        """Per environment: first and last evaluation, and daily evaluation counts (SDK summaries and
+        remote evaluations)"""
+        return domain.evaluations(key, days=query["days"])
 
 
 @blp.route("/<string:key>/history")

@@ -10,6 +10,9 @@ Generic building blocks for any console page:
 * ``guardrail_plot(checks, harm_below=...)``: a guarded rollout's guardrail
   over its checks: estimate, confidence sequence, zero line, the harm side
   shaded and named, the steps as separators.
+* ``monthly_bars(months, series, y_label=...)``: small grouped bars per
+  month (one group per month, one bar per series, each bar patterned and
+  labelled with its value), for dashboards.
 
 Every chart has ``role="img"`` with a <title> and <desc> (screen readers),
 axis labels with units, and never uses colour alone: series also differ by
@@ -347,5 +350,62 @@ def guardrail_plot(checks: Sequence[Check], *, title: str, y_label: str, x_label
             out.append(f'<rect x="{left}" y="{ly - 7:.1f}" width="36" height="14" fill="{HARM}" '
                        f'fill-opacity="0.07" stroke="{GRID}"/>' + _marker("triangle", left + 18, ly, HARM, 5))
         out.append(f'<text x="{left + 46}" y="{ly + 4:.1f}" fill="{INK}">{escape(text)}</text>')
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+def monthly_bars(months: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *, title: str,
+                 y_label: str, ident: str = "bars", fmt: Callable[[float], str] = lambda v: f"{v:g}",
+                 width: int = 420, height: int = 220) -> Markup:
+    """Grouped bars: for each month, one bar per ``(label, values)`` series; None draws no bar.
+
+    Each bar carries its value as text above it, and series differ by fill
+    pattern (solid, hatched, dotted) and a legend, not by colour alone."""
+    left, right, top, bottom = 56, 12, 14, 46
+    legend_h = 18 * len(series) if len(series) > 1 else 0
+    height = height + legend_h
+    plot_bottom = height - bottom - legend_h
+    values = [v for _, vs in series for v in vs if v is not None and math.isfinite(v)] + [0.0]
+    ticks = nice_ticks(0.0, max(1.0, max(values)), count=4)  # at least 0..1: small values stay small
+    y = Scale(ticks[0], ticks[-1], plot_bottom, top)
+    slot = (width - left - right) / max(1, len(months))
+    bar = max(4.0, min(28.0, (slot - 10) / max(1, len(series))))
+    desc = "; ".join(f"{label}: " + ", ".join(f"{m} {fmt(v) if v is not None else 'n/a'}"
+                                               for m, v in zip(months, vs, strict=False))
+                     for label, vs in series) or "No data."
+    out = _open(width, height, title, desc, ident)
+    out.append('<defs>' + "".join(
+        f'<pattern id="{ident}-p{k}" width="6" height="6" patternUnits="userSpaceOnUse">'
+        + (f'<rect width="6" height="6" fill="{PALETTE[k]}"/>' if k == 0 else
+           f'<rect width="6" height="6" fill="#ffffff"/><path d="M0,6 L6,0" stroke="{PALETTE[k]}" stroke-width="2"/>'
+           if k == 1 else f'<rect width="6" height="6" fill="#ffffff"/><circle cx="3" cy="3" r="1.6" fill="{PALETTE[k]}"/>')
+        + '</pattern>' for k in range(min(3, len(series)))) + '</defs>')
+    for t in ticks:
+        py = y(t)
+        out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="{GRID}"/>')
+        out.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end" fill="{MUTED}">{escape(f"{t:g}")}</text>')
+    for i, month in enumerate(months):
+        x0 = left + slot * i + (slot - bar * len(series)) / 2
+        out.append(f'<text x="{left + slot * (i + 0.5):.1f}" y="{plot_bottom + 16}" text-anchor="middle" '
+                   f'fill="{MUTED}">{escape(month)}</text>')
+        for k, (label, vs) in enumerate(series):
+            value = vs[i] if i < len(vs) else None
+            if value is None or not math.isfinite(value):
+                continue
+            top_y = y(value)
+            out.append(f'<rect x="{x0 + bar * k:.1f}" y="{top_y:.1f}" width="{bar - 2:.1f}" '
+                       f'height="{max(0.0, plot_bottom - top_y):.1f}" fill="url(#{ident}-p{min(k, 2)})" '
+                       f'stroke="{PALETTE[min(k, 2)]}"><title>{escape(label)} {escape(month)}: {escape(fmt(value))}</title></rect>')
+            out.append(f'<text x="{x0 + bar * k + (bar - 2) / 2:.1f}" y="{top_y - 3:.1f}" text-anchor="middle" '
+                       f'font-size="11" fill="{INK}">{escape(fmt(value))}</text>')
+    out.append(f'<line x1="{left}" y1="{plot_bottom}" x2="{width - right}" y2="{plot_bottom}" stroke="{INK}"/>')
+    out.append(f'<text transform="translate(14 {(top + plot_bottom) / 2:.1f}) rotate(-90)" text-anchor="middle" '
+               f'fill="{INK}" font-size="12">{escape(y_label)}</text>')
+    if len(series) > 1:
+        for k, (label, _) in enumerate(series):
+            ly = plot_bottom + 34 + 18 * k
+            out.append(f'<rect x="{left}" y="{ly - 9}" width="14" height="12" fill="url(#{ident}-p{min(k, 2)})" '
+                       f'stroke="{PALETTE[min(k, 2)]}"/>')
+            out.append(f'<text x="{left + 20}" y="{ly + 1}" fill="{INK}" font-size="12">{escape(label)}</text>')
     out.append("</svg>")
     return Markup("".join(out))

@@ -1,15 +1,23 @@
-"""Announcements of process events (change requests, schedules, rollouts).
+"""Announcements of changes: the events webhooks deliver (docs/webhooks.md).
 
 Domain code calls :func:`announce` inside the transaction of the change it
-announces, with a type such as ``change_request.applied``,
-``schedule.failed`` or ``rollout.rolled_back`` and a JSON-ready ``data``.
-The webhooks outbox plugs in here (docs/process.md): a listener added with
-:func:`add_listener` runs in the same transaction, so a delivery row it
-writes commits or rolls back with the change. Until then nothing is
-delivered (the change's own audit entry records it).
+announces, with a type of :data:`EVENT_TYPES` and a JSON-ready ``data``:
+flags (service/domain/flags.py), experiments (experiments.py, rollouts.py),
+change requests, schedules, rollouts, and ``flag.stale`` (lifecycle.py, run
+by the worker). Listeners added with :func:`add_listener` run in the same
+transaction: the webhooks outbox (service/domain/webhooks.py) writes its
+delivery rows there, so they commit or roll back with the change.
 """
 
 from collections.abc import Callable
+
+EVENT_TYPES = (
+    "flag.created", "flag.updated", "flag.archived", "flag.stale", "targeting.updated",
+    "experiment.started", "experiment.stopped", "experiment.concluded",
+    "change_request.opened", "change_request.approved", "change_request.applied", "change_request.rejected",
+    "schedule.applied", "schedule.failed",
+    "rollout.advanced", "rollout.rolled_back", "rollout.completed",
+)
 
 Listener = Callable[[str, dict, "str | None"], None]
 
@@ -23,7 +31,9 @@ def announce(type: str, data: dict, *, environment: str | None = None) -> None:
 
 
 def add_listener(listener: Listener) -> None:
-    _listeners.append(listener)
+    """Add ``listener`` (once: adding it again changes nothing)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 def remove_listener(listener: Listener) -> None:

@@ -32,6 +32,7 @@ from ..models.types import utcnow
 from . import Actor, audit, protection, ruleset_versions, unit_of_work
 from . import flags as flag_domain
 from . import metrics as metric_domain
+from .announce import announce
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
 from .locking import for_update
@@ -45,6 +46,9 @@ OUTCOMES = ("ship", "rollback", "iterate")
 DEFAULT_ANALYSIS = {"engine": "frequentist", "alpha": 0.05, "sequential": False, "sequential_n": 5000,
                     "cuped": False, "cuped_days": 14, "correction": None, "prior_mean": None,
                     "prior_variance": None, "target_mde": 0.05, "chance_to_win": 0.95}
+
+# Lifecycle actions announced to webhooks (docs/webhooks.md).
+ANNOUNCED = {"start": "experiment.started", "stop": "experiment.stopped", "conclude": "experiment.concluded"}
 
 # Fields a PATCH may change, by status.
 DRAFT_ONLY = ("variations", "control", "unit", "salt", "layer")
@@ -205,8 +209,11 @@ def _finish(actor: Actor, experiment: Experiment, action: str, before: dict | No
         experiment.version += 1
     db.session.flush()
     _, env_key = _keys(experiment)
-    audit.record(actor, action, "experiment", experiment.key, environment=env_key,
-                 before=before, after=snapshot(experiment))
+    after = snapshot(experiment)
+    audit.record(actor, action, "experiment", experiment.key, environment=env_key, before=before, after=after)
+    if action in ANNOUNCED:
+        announce(ANNOUNCED[action], {"experiment": after, "actor": actor.name, "comment": actor.comment},
+                 environment=env_key)
     if was_visible or _visible(experiment):
         ruleset_versions.bump([experiment.environment_id])
     unit_of_work.commit()

@@ -15,17 +15,30 @@ from pitcrew.evaluation import validate_targeting
 from pitcrew.evaluation.validation import variations_errors
 
 from ..extensions import db
-from ..models import Environment, Experiment, Flag, FlagTargeting, FlagVersion, Segment
+from ..models import (
+    Environment,
+    Experiment,
+    Flag,
+    FlagTargeting,
+    FlagVersion,
+    Segment,
+    TargetingChange,
+)
+from ..models.types import utcnow
 from . import Actor, audit, limits, protection, ruleset_versions, unit_of_work
+from . import lifecycle as lifecycle_domain
+from .announce import announce
 from .diff import json_diff
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
 from .locking import for_update, share
 from .pagination import LIKE_ESCAPE, Page, contains_pattern, paginate, paginate_tagged
+from .serving import DEFAULT_TYPE, FLAG_TYPES, is_full_rollout, single_variation
 from .versioning import check_version
 
 KINDS = ("boolean", "string", "number", "json")
-FLAG_FIELDS = ("name", "description", "variations", "tags", "owner", "temporary", "archived")
+TYPES = FLAG_TYPES  # release, experiment, operational, kill-switch, permission (docs/lifecycle.md)
+FLAG_FIELDS = ("name", "description", "type", "variations", "tags", "owner", "temporary", "archived")
 
 
 # ---------------------------------------------------------------- reading
@@ -42,14 +55,24 @@ def get(key: str, *, lock: bool = False) -> Flag:
 
 
 def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bool | None = None,
-               q: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+               q: str | None = None, type: str | None = None, lifecycle: str | None = None,
+               limit: int = 50, cursor: str | None = None) -> Page:
     stmt = sa.select(Flag).where(Flag.archived.is_(bool(archived)))
     if owner:
         stmt = stmt.where(Flag.owner == owner)
+    if type:
+        stmt = stmt.where(Flag.type == type)
     if q:
         needle = contains_pattern(q.lower())
         stmt = stmt.where(sa.or_(*(sa.func.lower(column).like(needle, escape=LIKE_ESCAPE)
                                    for column in (Flag.key, Flag.name, Flag.description))))
+    if lifecycle:
+        if tag:  # narrowed in SQL like paginate_tagged does; exact membership below
+            stmt = stmt.where(sa.cast(Flag.tags, sa.Text).like(contains_pattern(tag), escape=LIKE_ESCAPE))
+        page = lifecycle_domain.filter_page(stmt, lifecycle, limit=limit, cursor=cursor)
+        if tag:
+            page.items = [flag for flag in page.items if tag in (flag.tags or [])]
+        return page
     return paginate_tagged(stmt, Flag.id, Flag.tags, tag, limit=limit, cursor=cursor)
 
 
@@ -85,7 +108,7 @@ def snapshot(flag: Flag) -> dict:
     rows = _rows(flag)
     return {
         "key": flag.key, "name": flag.name, "description": flag.description, "kind": flag.kind,
-        "variations": flag.variations, "tags": flag.tags, "owner": flag.owner,
+        "type": flag.type, "variations": flag.variations, "tags": flag.tags, "owner": flag.owner,
         "temporary": flag.temporary, "archived": flag.archived,
         "environments": {
             env.key: rows[env.id].targeting if env.id in rows else default_targeting(flag.variations)
@@ -94,9 +117,23 @@ def snapshot(flag: Flag) -> dict:
     }
 
 
-def to_dict(flag: Flag) -> dict:
+def to_dict(flag: Flag, stage: lifecycle_domain.Lifecycle | None = None) -> dict:
+    """The API's flag: its snapshot, version, times and lifecycle stage (docs/lifecycle.md)."""
+    stage = stage or lifecycle_domain.of(flag)
     return {**snapshot(flag), "version": flag.version, "created_at": flag.created_at,
-            "updated_at": flag.updated_at}
+            "updated_at": flag.updated_at, "lifecycle": stage.stage, "lifecycle_reason": stage.reason,
+            "last_evaluated_at": stage.last_evaluated_at}
+
+
+def to_dicts(flags: list[Flag]) -> list[dict]:
+    """:func:`to_dict` of many flags, their lifecycles computed together."""
+    stages = lifecycle_domain.compute(flags)
+    return [to_dict(flag, stages[flag.id]) for flag in flags]
+
+
+def evaluations(key: str, *, days: int = 30) -> dict:
+    """The flag's evaluation counts per environment (docs/lifecycle.md)."""
+    return lifecycle_domain.evaluations(get(key), days=days)
 
 
 def history(key: str, *, limit: int = 50, cursor: str | None = None) -> Page:
@@ -270,6 +307,43 @@ def _record(actor: Actor, flag: Flag, action: str, *, before: dict | None, envir
     audit.record(actor, action, "flag", flag.key, environment=environment,
                  before=audit_before if audit_before is not None else before,
                  after=audit_after if audit_after is not None else after)
+    _record_targeting_changes(actor, flag, action, before, after)
+
+
+def _summary(flag: Flag) -> dict:
+    return {"key": flag.key, "name": flag.name, "kind": flag.kind, "type": flag.type, "tags": flag.tags,
+            "owner": flag.owner, "temporary": flag.temporary, "archived": flag.archived, "version": flag.version}
+
+
+def _record_targeting_changes(actor: Actor, flag: Flag, action: str, before: dict | None, after: dict) -> None:
+    """Per environment whose targeting changed, a ``targeting_changes`` row; and the announcements
+    (docs/webhooks.md): ``flag.created``, ``flag.archived`` or ``flag.updated`` for the flag's own
+    fields, ``targeting.updated`` per environment whose targeting changed."""
+    who = {"actor": actor.name, "comment": actor.comment, "action": action}
+    if before is None:
+        announce("flag.created", {"flag": _summary(flag), **who})
+        return
+    own_before = {k: v for k, v in before.items() if k != "environments"}
+    own_after = {k: v for k, v in after.items() if k != "environments"}
+    if own_before != own_after:
+        archived = own_after.get("archived") and not own_before.get("archived")
+        announce("flag.archived" if archived else "flag.updated",
+                 {"flag": _summary(flag), "changes": json_diff(own_before, own_after), **who})
+    ids = None
+    now = utcnow()
+    for env_key, targeting in after["environments"].items():
+        old = before.get("environments", {}).get(env_key)
+        if old is None or old == targeting:
+            continue
+        if ids is None:
+            ids = {env.key: env.id for env in _environments()}
+        db.session.add(TargetingChange(
+            flag_id=flag.id, environment_id=ids[env_key], version=flag.version, action=action, changed_at=now,
+            enabled=bool(targeting.get("enabled")), serves=single_variation(targeting),
+            full_rollout=is_full_rollout(targeting)))
+        announce("targeting.updated", {"flag": flag.key, "environment": env_key, "version": flag.version,
+                                       "targeting": targeting, "changes": json_diff(old, targeting), **who},
+                 environment=env_key)
 
 
 def create(actor: Actor, data: dict) -> Flag:
@@ -282,8 +356,8 @@ def create(actor: Actor, data: dict) -> Flag:
     if db.session.scalars(sa.select(Flag.id).where(Flag.key == data["key"])).first() is not None:
         raise Conflict(f"Flag '{data['key']}' already exists.", {"key": ["Already exists."]})
     flag = Flag(key=data["key"], name=data.get("name") or data["key"], description=data.get("description", ""),
-                kind=kind, variations=variations, tags=data.get("tags", []), owner=data.get("owner"),
-                temporary=data.get("temporary", True), archived=False, version=1)
+                kind=kind, type=data.get("type") or DEFAULT_TYPE, variations=variations, tags=data.get("tags", []),
+                owner=data.get("owner"), temporary=data.get("temporary", True), archived=False, version=1)
     db.session.add(flag)
     _record(actor, flag, "create", before=None, audit_before=None)
     ruleset_versions.bump()
@@ -440,7 +514,7 @@ def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) 
     if content["archived"] and not flag.archived:
         _check_not_required(flag)
     for field in FLAG_FIELDS:
-        setattr(flag, field, content[field])
+        setattr(flag, field, content.get(field, getattr(flag, field)))  # versions before types had none
     for env_key, targeting in content["environments"].items():
         if env_key in environments:
             _store_targeting(flag, environments[env_key], targeting)

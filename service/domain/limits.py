@@ -55,5 +55,9 @@ EVENTS_PER_BATCH = wire.MAX_BATCH_EVENTS
 EVENT_BATCH_BYTES = wire.MAX_BATCH_BYTES  # after decompression
 EVENT_KEY_CHARS = wire.MAX_EVENT_KEY_LENGTH  # track event keys
 
+# --- webhooks (docs/webhooks.md)
+WEBHOOKS = 100  # every announcement is written once per matching webhook
+URL_CHARS = 2048
+
 # --- lists of resources
 PAGE_SIZE = 500  # ?limit= at most

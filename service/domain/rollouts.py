@@ -267,8 +267,10 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
     db.session.add(experiment)
     db.session.flush()
     rollout.experiment_id = experiment.id
-    audit.record(actor, "create", "experiment", key, environment=environment.key,
-                 after=experiment_domain.snapshot(experiment))
+    started = experiment_domain.snapshot(experiment)
+    audit.record(actor, "create", "experiment", key, environment=environment.key, after=started)
+    announce("experiment.started", {"experiment": started, "actor": actor.name, "comment": actor.comment,
+                                    "guarded_rollout": True}, environment=environment.key)
     rule = {"id": rule_id(rollout), "description": f"Guarded rollout {rollout.id} ({old} -> {new})",
             "conditions": [], "serve": {"experiment": key}}
     _write_targeting(actor, flag, environment, {
@@ -339,8 +341,11 @@ def _conclude(actor: Actor, experiment: Experiment, environment: Environment, ou
     experiment.decision = {"outcome": outcome, "variation": variation, "summary": summary[:2000]}
     experiment.version += 1
     db.session.flush()
+    after = experiment_domain.snapshot(experiment)
     audit.record(actor, "conclude", "experiment", experiment.key, environment=environment.key,
-                 before=before, after=experiment_domain.snapshot(experiment))
+                 before=before, after=after)
+    announce("experiment.concluded", {"experiment": after, "actor": actor.name, "comment": actor.comment,
+                                      "guarded_rollout": True}, environment=environment.key)
     ruleset_versions.bump([environment.id])
 
 

@@ -35,7 +35,7 @@ from .document import canonical_flag, canonical_metric, canonical_segment, canon
 from .export import flag_entry, metric_entry, segment_entry
 
 SECTIONS = ("flags", "segments", "metrics")
-FLAG_FIELDS = ("name", "description", "tags", "owner", "temporary")
+FLAG_FIELDS = ("name", "description", "type", "tags", "owner", "temporary")
 DEFAULT_COMMENT = "flags as code: apply"
 
 
@@ -117,16 +117,12 @@ def _plan(document: dict, environment: Environment) -> tuple[dict[str, list[_Ite
     plan["flags"] = []
     for i, data in enumerate(document["flags"]):
         item = _Item("flags", i, canonical_flag(data), flags.get(data["key"]))
-        if item.new["type"] != "release":
-            warnings.append({"path": f"{item.path}.type", "message": (
-                "Accepted but not stored: flags have no stored type yet, so export writes 'release'.")})
         if item.row is not None:
             item.current = flag_entry(item.row, environment)
             if item.row.kind != item.new["kind"]:
                 errors[f"{item.path}.kind"] = [f"A flag's kind cannot change (it is {item.row.kind!r}); "
                                                "create a flag with another key instead."]
-            # The type is not stored yet (see export.flag_type): it never counts as a change.
-            item.changes = json_diff({**item.current, "type": item.new["type"]}, item.new)
+            item.changes = json_diff(item.current, item.new)
             if item.row.archived:
                 item.changes.insert(0, {"path": "archived", "op": "replace", "before": True, "after": False})
         plan["flags"].append(item)

@@ -11,16 +11,11 @@ from ..models import Flag, Metric, Segment
 from .document import canonical_document, canonical_flag, canonical_metric, canonical_segment
 
 
-def flag_type(flag: Flag) -> str:
-    """The flag's type. Flags have no stored type yet: every flag exports as ``release``."""
-    return "release"
-
-
 def flag_entry(flag: Flag, environment) -> dict:
     """A flag as the document holds it: its fields and its targeting in ``environment``."""
     return canonical_flag({
         "key": flag.key, "name": flag.name, "description": flag.description, "kind": flag.kind,
-        "type": flag_type(flag), "variations": flag.variations, "tags": flag.tags, "owner": flag.owner,
+        "type": flag.type, "variations": flag.variations, "tags": flag.tags, "owner": flag.owner,
         "temporary": flag.temporary, "targeting": flag_domain.targeting_for(flag, environment),
     })
 

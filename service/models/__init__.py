@@ -2,13 +2,15 @@
 
 from .audit import AuditEntry
 from .environment import Environment, SdkKey
-from .event import Event, FlagEvaluation
+from .event import EvaluationBatch, Event, FlagEvaluation, FlagUsage
 from .experiment import STATUSES, Experiment, Metric
-from .flag import Flag, FlagTargeting, FlagVersion
+from .flag import Flag, FlagStaleNotice, FlagTargeting, FlagVersion, TargetingChange
 from .process import ChangeRequest, ChangeRequestReview, Rollout, RolloutCheck, ScheduledChange
 from .segment import Segment
 from .token import ROLES, Token
+from .webhook import Webhook, WebhookAttempt, WebhookDelivery
 
-__all__ = ["AuditEntry", "ChangeRequest", "ChangeRequestReview", "Environment", "Event", "Experiment", "Flag",
-           "FlagEvaluation", "FlagTargeting", "FlagVersion", "Metric", "ROLES", "Rollout", "RolloutCheck",
-           "ScheduledChange", "SdkKey", "STATUSES", "Segment", "Token"]
+__all__ = ["AuditEntry", "ChangeRequest", "ChangeRequestReview", "Environment", "EvaluationBatch", "Event",
+           "Experiment", "Flag", "FlagEvaluation", "FlagStaleNotice", "FlagTargeting", "FlagUsage", "FlagVersion",
+           "Metric", "ROLES", "Rollout", "RolloutCheck", "ScheduledChange", "SdkKey", "STATUSES", "Segment",
+           "TargetingChange", "Token", "Webhook", "WebhookAttempt", "WebhookDelivery"]

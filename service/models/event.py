@@ -68,6 +68,32 @@ class FlagEvaluation(db.Model):
     last_seen_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class FlagUsage(db.Model):
+    """When a flag was first and last evaluated in an environment (SDK summaries and remote evaluations)."""
+
+    __tablename__ = "flag_usage"
+
+    environment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    flag: Mapped[str] = mapped_column(sa.String(100), primary_key=True, index=True)
+    first_evaluated_at: Mapped[object] = mapped_column(UTCDateTime)
+    last_evaluated_at: Mapped[object] = mapped_column(UTCDateTime)
+
+
+class EvaluationBatch(db.Model):
+    """An SDK event batch whose evaluation summaries were counted (its ``batch`` id), so a
+    retried batch counts once. Kept for a bounded time (docs/lifecycle.md)."""
+
+    __tablename__ = "evaluation_batches"
+
+    environment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    batch: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    received_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 @sa.event.listens_for(Environment, "after_delete")
 def _delete_environment_events(mapper, connection, target) -> None:
     """Events carry no foreign key; remove them with their environment, in the same transaction."""

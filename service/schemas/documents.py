@@ -7,15 +7,13 @@ and refuses unknown fields with their path.
 
 import marshmallow as ma
 
+# Flag types and their lifetimes: one home, service/domain/serving.py (docs/lifecycle.md).
+from ..domain.serving import FLAG_TYPES
 from ..flags_as_code.document import FORMATS
 from .common import BaseSchema, Key, StrictSchema
 from .flags import DiffEntrySchema, FlagSchema, TargetingSchema
 from .metrics import MetricSchema
 from .segments import SegmentSchema
-
-# Flag types and their expected lifetimes (docs/flags-as-code.md). Flags have
-# no stored type yet: a document carries it and export writes ``release``.
-FLAG_TYPES = ("release", "experiment", "operational", "kill-switch", "permission")
 
 
 class DocumentFlagSchema(FlagSchema):

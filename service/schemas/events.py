@@ -34,6 +34,9 @@ class EvaluationCountSchema(BaseSchema):
 
 
 class EventBatchSchema(BaseSchema):
+    batch = ma.fields.String(metadata={
+        "description": "The batch's id (a UUID fixed before the first attempt and reused on retries): a retried "
+                       "batch's evaluations count once (docs/lifecycle.md). Without it, they count every time."})
     events = ma.fields.List(ma.fields.Nested(EventSchema), metadata={"description": "At most 1000 events."})
     evaluations = ma.fields.List(ma.fields.Nested(EvaluationCountSchema), metadata={
         "description": "Per-flag evaluation counts since the last batch (validated leniently)."})

@@ -1,7 +1,8 @@
 import marshmallow as ma
 
 from ..domain import limits
-from ..domain.flags import KINDS
+from ..domain.flags import KINDS, TYPES
+from ..domain.lifecycle import STAGES
 from .common import (
     BaseSchema,
     Key,
@@ -109,6 +110,9 @@ class FlagSchema(StrictSchema):
     name = Text(limits.NAME_CHARS, min_chars=1)
     description = Text(limits.DESCRIPTION_CHARS, load_default="")
     kind = ma.fields.String(required=True, validate=ma.validate.OneOf(KINDS))
+    type = ma.fields.String(load_default="release", validate=ma.validate.OneOf(TYPES), metadata={
+        "description": "Expected lifetime (docs/lifecycle.md): release and experiment 40 days, operational 7, "
+                       "kill-switch and permission never."})
     variations = ma.fields.List(ma.fields.Nested(VariationSchema), required=True, validate=_VARIATIONS)
     tags = Tags(load_default=list)
     owner = Text(limits.OWNER_CHARS, load_default=None, allow_none=True)
@@ -118,6 +122,10 @@ class FlagSchema(StrictSchema):
     environments = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(TargetingSchema), dump_only=True)
     created_at = ma.fields.DateTime(dump_only=True)
     updated_at = ma.fields.DateTime(dump_only=True)
+    lifecycle = ma.fields.String(dump_only=True, metadata={"description": "Stage: " + ", ".join(STAGES)})
+    lifecycle_reason = ma.fields.String(dump_only=True)
+    last_evaluated_at = ma.fields.DateTime(dump_only=True, allow_none=True,
+                                           metadata={"description": "Last evaluation in any environment."})
 
 
 class FlagPatchSchema(StrictSchema):
@@ -126,6 +134,7 @@ class FlagPatchSchema(StrictSchema):
     variations = ma.fields.List(ma.fields.Nested(VariationSchema), validate=_VARIATIONS)
     tags = Tags()
     owner = Text(limits.OWNER_CHARS, allow_none=True)
+    type = ma.fields.String(validate=ma.validate.OneOf(TYPES))
     temporary = StrictBoolean()
     archived = StrictBoolean(metadata={"description": "false restores an archived flag"})
 
@@ -135,6 +144,9 @@ class FlagQuerySchema(PageQuerySchema):
     owner = ma.fields.String(load_default=None)
     archived = ma.fields.Boolean(load_default=None)
     q = ma.fields.String(load_default=None, metadata={"description": "Text in key, name or description."})
+    type = ma.fields.String(load_default=None, validate=ma.validate.OneOf(TYPES))
+    lifecycle = ma.fields.String(load_default=None, validate=ma.validate.OneOf(STAGES), metadata={
+        "description": "Only flags in this lifecycle stage (docs/lifecycle.md)."})
 
 
 class RollbackSchema(StrictSchema):
@@ -160,3 +172,25 @@ class FlagVersionSchema(BaseSchema):
 
 FlagPageSchema = page_schema(FlagSchema, "FlagPage")
 FlagHistoryPageSchema = page_schema(FlagVersionSchema, "FlagHistoryPage")
+
+
+class EvaluationDaySchema(BaseSchema):
+    day = ma.fields.String()
+    count = ma.fields.Integer()
+    variations = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())
+
+
+class EnvironmentEvaluationsSchema(BaseSchema):
+    first_evaluated_at = ma.fields.DateTime(allow_none=True)
+    last_evaluated_at = ma.fields.DateTime(allow_none=True)
+    days = ma.fields.List(ma.fields.Nested(EvaluationDaySchema))
+
+
+class FlagEvaluationsSchema(BaseSchema):
+    flag = ma.fields.String()
+    days = ma.fields.Integer()
+    environments = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(EnvironmentEvaluationsSchema))
+
+
+class EvaluationsQuerySchema(StrictSchema):
+    days = ma.fields.Integer(load_default=30, validate=ma.validate.Range(min=1, max=400))

@@ -87,8 +87,8 @@ class Evaluate(MethodView):
         keys = data["flags"] if data["flags"] is not None else list(compiled.flag_keys)
         results = {key: evaluate(compiled, key, data["context"], None) for key in keys}
         exposures = remote_exposures(g.environment_id, compiled, data["context"], results.values())
-        if exposures:
-            ingest.ingest({"events": exposures}, g.environment_id)
+        # Exposures and the evaluation counts (flag lifecycle, docs/lifecycle.md) in one transaction.
+        ingest.ingest({"events": exposures}, g.environment_id, remote=results)
         # The edge writes the same bytes with the same function (docs/delivery.md).
         return Response(protocol.evaluate_body(results), mimetype="application/json")
 

@@ -307,15 +307,20 @@ def test_schema_problems_name_their_path_and_unknown_fields_are_refused(admin):
     assert admin.post("/api/v1/import", json=[1, 2]).status_code == 400
 
 
-def test_flag_type_is_validated_and_reported_as_not_stored(admin):
+def test_flag_type_is_stored_exported_and_validated(admin):
     doc = {"version": 1, "environment": "production", "flags": [
         {"key": "kill-payments", "kind": "boolean", "type": "kill-switch", "variations": BOOL,
          "targeting": {"enabled": False, "off_variation": "off", "fallthrough": {"variation": "on"}}}]}
     result = ok(admin.post("/api/v1/import", json=doc))
-    assert result["warnings"] == [{"path": "flags.0.type", "message": (
-        "Accepted but not stored: flags have no stored type yet, so export writes 'release'.")}]
-    assert export_document("production")["flags"][0]["type"] == "release"
+    assert result["warnings"] == [] and result["summary"]["created"] == 1
+    assert admin.get("/api/v1/flags/kill-payments").json["type"] == "kill-switch"
+    assert export_document("production")["flags"][0]["type"] == "kill-switch"
     assert ok(admin.post("/api/v1/import", json=doc))["summary"]["unchanged"] == 1
+    doc["flags"][0]["type"] = "operational"
+    changed = ok(admin.post("/api/v1/import", json=doc))
+    assert changed["flags"][0]["changes"] == [{"path": "type", "op": "replace", "before": "kill-switch",
+                                               "after": "operational"}]
+    assert admin.get("/api/v1/flags/kill-payments").json["type"] == "operational"
     doc["flags"][0]["type"] = "forever"
     assert admin.post("/api/v1/import", json=doc).json["error"]["details"] == {
         "flags.0.type": ["Must be one of: release, experiment, operational, kill-switch, permission."]}

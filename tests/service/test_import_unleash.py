@@ -225,7 +225,8 @@ def test_cli_translates_and_the_document_applies_idempotently(app, tmp_path):
     summary = apply(Actor("migration"), document)["summary"]
     assert summary == {"created": 12, "changed": 0, "unchanged": 0}
     exported = export_document("production")
-    # types are not stored yet: everything else round-trips
-    assert [dict(f, type="release") for f in document["flags"]] == exported["flags"]
+    # everything round-trips, the Unleash feature types included
+    assert document["flags"] == exported["flags"]
+    assert {f["type"] for f in exported["flags"]} > {"release"}
     assert exported["segments"] == document["segments"]
     assert apply(Actor("migration"), document)["summary"] == {"created": 0, "changed": 0, "unchanged": 12}

@@ -109,7 +109,12 @@ def test_approvals_required_and_the_protected_alias(admin):
 
 def test_review_and_apply(protected, editor, reviewer, admin, viewer):
     seen = []
-    announcements.add_listener(lambda type, data, env: seen.append((type, data["id"], env)))
+
+    def listen(type, data, env):
+        if type.startswith("change_request."):
+            seen.append((type, data["id"], env))
+
+    announcements.add_listener(listen)
     try:
         request = open_request(editor, patch={"fallthrough": {"variation": "on"}}, comment="Launch")
         rid = request["id"]
@@ -150,7 +155,7 @@ def test_review_and_apply(protected, editor, reviewer, admin, viewer):
                                            "change_request.applied"]
         assert {env for _, _, env in seen} == {"production"}
     finally:
-        announcements._listeners.clear()
+        announcements.remove_listener(listen)
 
 
 def test_an_edit_after_approval_resets_it(protected, editor, reviewer, admin):

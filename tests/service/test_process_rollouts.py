@@ -95,7 +95,12 @@ def test_bad_rollouts_are_refused(flag, admin):
 
 def test_steps_move_traffic_monotonically_and_complete(flag, viewer):
     seen = []
-    announcements.add_listener(lambda type, data, env: seen.append(type))
+
+    def listen(type, data, env):
+        if type.startswith("rollout."):
+            seen.append(type)
+
+    announcements.add_listener(listen)
     try:
         created = start(flag)
         assert created.status_code == 201, created.json
@@ -151,7 +156,7 @@ def test_steps_move_traffic_monotonically_and_complete(flag, viewer):
         assert [r["id"] for r in viewer.get(f"{FLAG}/rollouts").json["items"]] == [rid]
         assert viewer.get(f"{PROD}/rollouts?state=running").json["items"] == []
     finally:
-        announcements._listeners.clear()
+        announcements.remove_listener(listen)
 
 
 def test_the_rollouts_experiment_is_managed_by_the_rollout_alone(flag):

@@ -34,8 +34,12 @@ def worker_env(database_url: str, **extra) -> dict:
 
 
 def start_worker(database_url: str, log) -> subprocess.Popen:
+    return start_worker_with(database_url, log, {})
+
+
+def start_worker_with(database_url: str, log, extra: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "flask", "--app", "service", "worker"], cwd=ROOT,
-                            env=worker_env(database_url), stdout=log, stderr=log)
+                            env=worker_env(database_url, **extra), stdout=log, stderr=log)
 
 
 def stop(process: subprocess.Popen) -> None:

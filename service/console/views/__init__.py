@@ -8,10 +8,12 @@ from . import (  # noqa: F401
     flags,
     flags_as_code,
     home,
+    lifecycle,
     metrics,
     rollouts,
     schedules,
     segments,
     tokens,
     tools,
+    webhooks,
 )

@@ -18,6 +18,7 @@ from pitcrew.evaluation.operators import NUMBER_OPS, OPS
 from ...domain import change_requests as request_domain
 from ...domain import environments as environment_domain
 from ...domain import flags as domain
+from ...domain import lifecycle
 from ...domain import rollouts as rollout_domain
 from ...domain import schedules as schedule_domain
 from ...domain.diff import json_diff
@@ -50,10 +51,20 @@ SERVE_KINDS = (("variation", "a variation"), ("rollout", "a percentage rollout")
 # lifecycle stage) is one more entry here plus a keyword that
 # ``domain.list_flags`` accepts: ``(name, label, kind)`` with kind "text" or
 # a callable returning the select's options.
+def _stage_options() -> list[tuple[str, str]]:
+    return [(stage, stage.replace("_", " ")) for stage in lifecycle.STAGES]
+
+
+def _type_options() -> list[tuple[str, str]]:
+    return [(t, t) for t in domain.TYPES]
+
+
 FLAG_FILTERS: list[tuple[str, str, object]] = [
     ("q", "Text", "text"),
     ("tag", "Tag", "text"),
     ("owner", "Owner", "text"),
+    ("type", "Type", _type_options),
+    ("lifecycle", "Lifecycle", _stage_options),
 ]
 
 
@@ -94,10 +105,14 @@ def describe(targeting: dict) -> str:
 @bp.get("/flags")
 def flags():
     args = {name: (request.args.get(name) or "").strip() or None for name, _, _ in FLAG_FILTERS}
+    for name, _, kind in FLAG_FILTERS:  # a select's value must be one of its options
+        if callable(kind) and args[name] not in {value for value, _ in kind()}:
+            args[name] = None
     archived = request.args.get("archived") == "true"
     page = domain.list_flags(**args, archived=archived, limit=50, cursor=request.args.get("cursor") or None)
     environments = queries.environments()
     evaluations = queries.evaluation_stats([f.key for f in page.items])
+    stages = lifecycle.compute(page.items)
     rows = []
     for flag in page.items:
         by_env = {row.environment_id: row.targeting for row in flag.targeting}
@@ -107,7 +122,7 @@ def flags():
             last, count = evaluations.get((flag.key, env.id), (None, 0))
             cells.append({"env": env, "on": bool(targeting.get("enabled")), "summary": describe(targeting),
                           "last": last, "count": count})
-        rows.append({"flag": flag, "cells": cells})
+        rows.append({"flag": flag, "cells": cells, "stage": stages[flag.id]})
     query = {k: v for k, v in args.items() if v}
     if archived:
         query["archived"] = "true"
@@ -143,7 +158,8 @@ def _flag_form() -> tuple[dict, str]:
     doc = {"key": (data.get("key") or "").strip(), "name": (data.get("name") or "").strip() or None,
            "description": data.get("description") or "", "kind": kind, "variations": parsed,
            "tags": [t.strip() for t in (data.get("tags") or "").split(",") if t.strip()],
-           "owner": (data.get("owner") or "").strip() or None, "temporary": data.get("temporary") == "true"}
+           "owner": (data.get("owner") or "").strip() or None, "temporary": data.get("temporary") == "true",
+           "type": data.get("type") or "release"}
     if doc["name"] is None:
         del doc["name"]
     return doc, request.form.get("action") or "save"
@@ -152,7 +168,7 @@ def _flag_form() -> tuple[dict, str]:
 @bp.route("/flags/new", methods=["GET", "POST"])
 def flag_new():
     doc = {"key": "", "name": "", "description": "", "kind": "boolean", "tags": [], "owner": "",
-           "temporary": True, "variations": [{"key": "on", "value": True, "description": ""},
+           "temporary": True, "type": "release", "variations": [{"key": "on", "value": True, "description": ""},
                                               {"key": "off", "value": False, "description": ""}]}
     errors = FieldErrors()
     status = 200
@@ -171,7 +187,8 @@ def flag_new():
                 return redirect(url_for("console.flag", key=outcome.value.key), 303)
             errors, status = outcome.errors, 400
     doc = {**doc, "variations": [{**v, "value": _show_value(v["value"])} for v in doc["variations"]]}
-    return render_template("console/flags/new.html", title="New flag", doc=doc, errors=errors), status
+    return render_template("console/flags/new.html", title="New flag", doc=doc, errors=errors,
+                           types=domain.TYPES), status
 
 
 # ---------------------------------------------------------------- a flag
@@ -199,7 +216,7 @@ def _flag_page(key: str, *, settings_errors: FieldErrors | None = None, outcome:
     return render_template("console/flags/flag.html", title=f"Flag {flag.key}", flag=flag, envs=envs,
                            settings_errors=settings_errors or FieldErrors(), outcome=outcome,
                            show_value=_show_value, requests=requests, schedules=schedules,
-                           describe_patch=describe_patch), status
+                           describe_patch=describe_patch, stage=lifecycle.of(flag), types=domain.TYPES), status
 
 
 def describe_patch(patch: dict | None) -> str:
@@ -269,6 +286,8 @@ def flag_settings(key):
     changes = {"name": (data.get("name") or "").strip(), "description": data.get("description") or "",
                "tags": [t.strip() for t in (data.get("tags") or "").split(",") if t.strip()],
                "owner": (data.get("owner") or "").strip() or None, "temporary": data.get("temporary") == "true"}
+    if data.get("type"):
+        changes["type"] = data["type"]
     outcome = attempt(lambda: domain.update(actor(), key, load(FlagPatchSchema(), changes), version()))
     if not outcome.ok:
         return _flag_page(key, settings_errors=outcome.errors, outcome=outcome,

@@ -486,3 +486,36 @@ def test_flags_as_code_preview_then_apply_in_the_browser(session, live_server, a
     assert flag_domain.get_targeting("checkout", "staging")[1]["enabled"] is True
     assert_accessible_basics(page)
     shot(page, "import-applied")
+
+
+def test_webhooks_page_and_insights_dashboard_render(session, admin, monkeypatch):
+    from service.domain import Actor, webhooks
+
+    monkeypatch.setattr(webhooks.settings, "allow_private", True)  # this process writes the subscription
+    webhook, _ = webhooks.create(Actor("tests"), {"url": "http://127.0.0.1:9/hooks/pitcrew", "events": ["*"]})
+    admin.post("/api/v1/flags", json={"key": "dashboard", "kind": "boolean",
+                                      "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}]})
+    admin.patch("/api/v1/flags/dashboard/environments/production", json={"enabled": True})
+    page = session("admin", "ada")
+    page.goto("/webhooks")
+    row = page.get_by_role("row").filter(has_text="127.0.0.1:9/hooks/pitcrew")
+    assert row.count() == 1 and "Enabled" in row.inner_text()
+    assert_accessible_basics(page)
+    row.get_by_role("link").first.click()
+    page.wait_for_url(re.compile(rf"/webhooks/{webhook.id}$"))
+    deliveries = page.get_by_role("table").first
+    assert "flag.created" in deliveries.inner_text() and "targeting.updated" in deliveries.inner_text()
+    assert page.get_by_role("button", name="Rotate secret").count() == 1
+    assert_accessible_basics(page)
+    shot(page, "webhook")
+    for width in (1280, 820):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto("/insights")
+        charts = page.locator("svg.chart[role='img']")
+        assert charts.count() == 7
+        for i in range(7):
+            expect(charts.nth(i)).to_be_visible()
+        assert page.get_by_text("Median days to full rollout").count() == 1
+        assert page.locator("dl.kpis dd").first.inner_text().strip() != ""
+        assert_accessible_basics(page)
+    shot(page, "insights")
