@@ -7,6 +7,7 @@ from . import (
               experiments,
               flags,
               flags_as_code,
+              holdouts,
               metrics,
               process,
               segments,
@@ -15,4 +16,4 @@ from . import (
 )
 
 BLUEPRINTS = [environments.blp, flags.blp, segments.blp, metrics.blp, experiments.blp, tools.blp, tokens.blp,
-              audit.blp, change_requests.blp, process.blp, flags_as_code.blp]
+              audit.blp, change_requests.blp, process.blp, flags_as_code.blp, holdouts.blp]

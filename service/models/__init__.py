@@ -5,10 +5,11 @@ from .environment import Environment, SdkKey
 from .event import Event, FlagEvaluation
 from .experiment import STATUSES, Experiment, Metric
 from .flag import Flag, FlagTargeting, FlagVersion
+from .holdout import Holdout
 from .process import ChangeRequest, ChangeRequestReview, Rollout, RolloutCheck, ScheduledChange
 from .segment import Segment
 from .token import ROLES, Token
 
 __all__ = ["AuditEntry", "ChangeRequest", "ChangeRequestReview", "Environment", "Event", "Experiment", "Flag",
-           "FlagEvaluation", "FlagTargeting", "FlagVersion", "Metric", "ROLES", "Rollout", "RolloutCheck",
+           "FlagEvaluation", "FlagTargeting", "FlagVersion", "Holdout", "Metric", "ROLES", "Rollout", "RolloutCheck",
            "ScheduledChange", "SdkKey", "STATUSES", "Segment", "Token"]
