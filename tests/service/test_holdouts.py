@@ -184,6 +184,13 @@ def test_delete_is_refused_while_flags_name_it_and_removes_recorded_units(editor
     assert actions == ["create", "delete"]
 
 
+def test_deleting_the_environment_deletes_its_holdouts(admin):
+    make_holdout(admin, "staged", environment="staging")
+    make_holdout(admin, "h5")
+    assert admin.delete("/api/v1/environments/staging").status_code == 204
+    assert [h["key"] for h in admin.get("/api/v1/holdouts").json["items"]] == ["h5"]
+
+
 # --------------------------------------------------------------------------- flags join
 
 
