@@ -69,7 +69,9 @@ class HoldoutQuerySchema(PageQuerySchema):
 
 class HoldoutResultsQuerySchema(StrictSchema):
     metric = ma.fields.List(ma.fields.String(validate=ma.validate.Length(min=1, max=20 * limits.KEY_CHARS)),
-                            required=True, metadata={
+                            required=True, error_messages={"required": (
+                                "Required: one or more metric keys (metric=a&metric=b, or metric=a,b).")},
+                            metadata={
                                 "description": "Metric keys: repeat the parameter (metric=a&metric=b) or "
                                                "separate them with commas (metric=a,b)."})
     format = ma.fields.String(load_default="json", validate=ma.validate.OneOf(["json", "csv"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshmallow as ma
 from flask import Response, flash, redirect, render_template, request, url_for
 
 from ...analysis.export import results_csv
@@ -12,7 +13,7 @@ from ...domain import metrics as metric_domain
 from ...domain.experiments import CORRECTIONS, ENGINES
 from ...schemas.holdouts import HoldoutPatchSchema, HoldoutResultsQuerySchema, HoldoutSchema
 from .. import bp, charts, nav
-from ..forms import FieldErrors, attempt, load, number, version
+from ..forms import FieldErrors, attempt, flatten_messages, load, number, version
 from ..session import actor
 from .experiments import fmt_lift, fmt_p, fmt_value, verdict_text
 
@@ -90,9 +91,8 @@ def _query() -> tuple[dict, FieldErrors]:
             raw[name] = request.args[name]
     try:
         return HoldoutResultsQuerySchema().load(raw), FieldErrors()
-    except Exception as exc:  # marshmallow.ValidationError
-        messages = getattr(exc, "messages", {"_body": [str(exc)]})
-        return {}, FieldErrors({k: v if isinstance(v, list) else [str(v)] for k, v in messages.items()})
+    except ma.ValidationError as exc:
+        return {}, FieldErrors(flatten_messages(exc.messages))
 
 
 def _forest(results: dict):
