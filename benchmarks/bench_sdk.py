@@ -85,9 +85,17 @@ EXPERIMENT = {
 }
 
 
+def holdout_flag(key):
+    """The 3-rule flag in a 5 % holdout (docs/holdouts.md)."""
+    flag = three_rule_flag(key)
+    flag["targeting"]["holdout"] = "h5"
+    return flag
+
+
 def ruleset(flags, experiments=()):
     return {"version": 1, "environment": "bench", "flags": {f["key"]: f for f in flags},
-            "segments": {}, "experiments": {e["key"]: e for e in experiments}, "layers": {}}
+            "segments": {}, "experiments": {e["key"]: e for e in experiments}, "layers": {},
+            "holdouts": {"h5": {"key": "h5", "percent": 5, "unit": "id"}}}
 
 
 def growthbook_features():
@@ -111,8 +119,8 @@ def contexts(n, prefix="user"):
 
 
 def bench_client(rows):
-    client = Client(URL, "bench", bootstrap=ruleset([three_rule_flag("checkout-v2"), experiment_flag("exp-flag")],
-                                                    [EXPERIMENT]),
+    client = Client(URL, "bench", bootstrap=ruleset([three_rule_flag("checkout-v2"), experiment_flag("exp-flag"),
+                                                     holdout_flag("held-flag")], [EXPERIMENT]),
                     poll_interval=3600, flush_interval=3600, timeout=0.2)
     compiled = client.ruleset
     ctxs = contexts(5000)
@@ -155,6 +163,12 @@ def bench_client(rows):
         for ctx in batch:
             t("purchase", ctx, 9.99)
 
+    def held(batch, v=client.variation):
+        for ctx in batch:
+            v("held-flag", ctx, False)
+
+    rows.append(("Client.variation, flag in a 5 % holdout (new unit each call)",
+                 timed(held, batches_of(contexts(100_000, "held"), 100)), base))
     rows.append(("Client.track (new unit each call)", timed(track, batches_of(contexts(100_000, "buyer"), 100)), base))
     client.close(0.2)
     return ctxs, stats

@@ -17,6 +17,7 @@ from pitcrew.evaluation import CompiledRuleset, compile_ruleset
 from pitcrew_edge import protocol
 
 from .domain.flags import default_targeting
+from .domain.holdouts import ruleset_entries as holdout_entries
 from .extensions import db
 from .models import Environment, Experiment, Flag, FlagTargeting, Segment
 
@@ -70,7 +71,7 @@ def current(environment_id: int, version: int | None = None) -> Ruleset:
 
 def build(environment_id: int, version: int) -> dict:
     """The ruleset document SDKs compile: flags with this environment's targeting,
-    segments, running and released experiments, and their layers."""
+    segments, running and released experiments, their layers, and the holdouts."""
     environment = db.session.get(Environment, environment_id)
     if environment is None:
         raise EnvironmentGone(environment_id)
@@ -109,4 +110,4 @@ def build(environment_id: int, version: int) -> dict:
             layers.setdefault(experiment.layer["key"], []).append(
                 {"experiment": experiment.key, "range": experiment.layer["range"]})
     return {"version": version, "environment": environment.key, "flags": flags, "segments": segments,
-            "experiments": experiments, "layers": layers}
+            "experiments": experiments, "layers": layers, "holdouts": holdout_entries(environment_id)}

@@ -450,8 +450,8 @@ class Edge:
         if keys is None:
             keys = list(compiled.flag_keys)
         results = {key: evaluate(compiled, key, context, None) for key in keys}
-        if any(result.in_experiment for result in results.values()):
-            # The service logs the exposures (with its own ids); it answers.
+        if any(result.in_experiment or result.holdout is not None for result in results.values()):
+            # The service logs the exposures (experiments' and holdouts', with its own ids); it answers.
             if await self.proxy(scope, receive, send, rid, body, more=False, fallback=False):
                 return
         await sdk_asgi.send_response(send, 200, [(b"content-type", b"application/json"),

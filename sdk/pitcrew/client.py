@@ -11,8 +11,9 @@ low load, up to four under load).
 
 The evaluation path does no I/O and takes no lock that a background thread
 holds during I/O: it reads the current compiled ruleset from one attribute,
-evaluates, bumps a counter, and only for an in-experiment result takes the
-event processor's short lock to deduplicate and queue the exposure.
+evaluates, bumps a counter, and only for an in-experiment result (or a unit
+held out or measured by a holdout) takes the event processor's short lock to
+deduplicate and queue the exposure.
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ class Client:
                 next(c)
                 if r.in_experiment:
                     self._events.exposure(r, compiled, context)
+                if r.holdout is not None:
+                    self._events.holdout_exposure(r.holdout)
             v = r.value
             if v.__class__ is dict or v.__class__ is list:
                 return _copy_json(v) if r.variation is not None else v
@@ -176,12 +179,14 @@ class Client:
                 self._count(flag, r.variation)
                 if r.in_experiment:
                     self._events.exposure(r, compiled, context)
+                if r.holdout is not None:
+                    self._events.holdout_exposure(r.holdout)
             # A private copy: results of constant serves are shared by every call.
             v = r.value
             if (v.__class__ is dict or v.__class__ is list) and r.variation is not None:
                 v = _copy_json(v)
             return EvaluationResult(v, r.variation, r.reason, r.rule_id, r.experiment,
-                                    r.in_experiment, r.unit)
+                                    r.in_experiment, r.unit, r.holdout)
         except Exception:
             return EvaluationResult(default, None, Reason.ERROR)
 

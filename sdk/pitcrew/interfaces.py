@@ -63,6 +63,9 @@ class EventSink(Protocol):
 
     def exposure(self, result, compiled, context) -> None: ...
 
+    def holdout_exposure(self, holdout) -> None:
+        """Record ``result.holdout`` (experiment, variation, unit, unit_type) of a holdout."""
+
     def track(self, event, context, value, unit_attrs) -> bool: ...
 
     @property

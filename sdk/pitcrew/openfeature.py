@@ -22,12 +22,16 @@ RFC 3339 strings, so ``before``/``after`` conditions work on them.
 Reasons: OFF -> DISABLED; TARGET_MATCH -> TARGETING_MATCH; RULE_MATCH ->
 TARGETING_MATCH, or SPLIT when the rule serves a rollout or an experiment;
 FALLTHROUGH -> DEFAULT, or SPLIT for a rollout/experiment fallthrough;
+HOLDOUT -> SPLIT (a holdout is a pseudorandom split of the units: the held-out
+share gets the off variation; flag metadata says ``reason: HOLDOUT``);
 PREREQUISITE_FAILED stays as is; errors -> ERROR with the error code
 (FLAG_NOT_FOUND, TYPE_MISMATCH, PROVIDER_NOT_READY, INVALID_CONTEXT,
 TARGETING_KEY_MISSING when the context has neither a targeting key nor an
 ``id`` attribute, GENERAL).
 The variant is the Pitcrew variation key; flag metadata carries the rule id,
-experiment, in_experiment, flag kind and ruleset version. Evaluations record
+experiment, in_experiment, flag kind and ruleset version, and for a unit held
+out or measured by a holdout ``holdout`` (its key) and ``holdout_group``
+(``held_out`` or ``measured``). Evaluations record
 exposures exactly like :meth:`pitcrew.Client.variation`; ``track()`` records an
 outcome event.
 """
@@ -47,6 +51,7 @@ from openfeature.provider import AbstractProvider, Metadata
 
 from .client import Client
 from .evaluation import Reason
+from .wire import HOLDOUT_PREFIX
 
 log = logging.getLogger("pitcrew")
 
@@ -224,6 +229,8 @@ class PitcrewProvider(AbstractProvider):
             return OFReason.DISABLED
         if reason == Reason.TARGET_MATCH:
             return OFReason.TARGETING_MATCH
+        if reason == Reason.HOLDOUT:
+            return OFReason.SPLIT
         if reason == Reason.RULE_MATCH or reason == Reason.FALLTHROUGH:
             rule = r.rule_id if reason == Reason.RULE_MATCH else None
             compiled = self.client.ruleset
@@ -242,6 +249,9 @@ class PitcrewProvider(AbstractProvider):
             meta["rule_id"] = str(r.rule_id)
         if r.experiment is not None:
             meta["experiment"] = str(r.experiment)
+        if r.holdout is not None:
+            meta["holdout"] = str(r.holdout[0]).removeprefix(HOLDOUT_PREFIX)
+            meta["holdout_group"] = str(r.holdout[1])
         compiled = self.client.ruleset
         if compiled is not None:
             if isinstance(compiled.version, int):

@@ -14,8 +14,8 @@ import time
 
 __all__ = [
     "BATCH_ID_KEY", "BUCKETS", "CONFIG_PATH", "EVENTS_PATH", "EXPERIMENT_STATUSES", "EXPOSURE",
-    "LIVE_EXPERIMENT_STATUSES", "MAX_BATCH_BYTES", "MAX_BATCH_EVENTS", "MAX_EVALUATION_ENTRIES",
-    "MAX_EVENT_KEY_LENGTH", "MAX_KEY_LENGTH", "MAX_UNIT_LENGTH", "STREAM_PATH", "TRACK",
+    "HELD_OUT", "HOLDOUT_PREFIX", "LIVE_EXPERIMENT_STATUSES", "MAX_BATCH_BYTES", "MAX_BATCH_EVENTS", "MAX_EVALUATION_ENTRIES",
+    "MAX_EVENT_KEY_LENGTH", "MAX_KEY_LENGTH", "MAX_UNIT_LENGTH", "MEASURED", "STREAM_PATH", "TRACK",
     "exposure_attributes", "iso_ts", "scalar",
 ]
 
@@ -28,6 +28,12 @@ EVENTS_PATH = "/sdk/v1/events"
 BUCKETS = 10000  # bucket() is in [0, BUCKETS); weights and traffic are basis points of it
 EXPERIMENT_STATUSES = ("draft", "running", "stopped", "concluded")
 LIVE_EXPERIMENT_STATUSES = ("running", "stopped", "concluded")  # served in a ruleset
+# Holdouts (docs/holdouts.md): "holdout:" + key is both the bucketing salt and the
+# ``experiment`` of a holdout exposure, whose ``variation`` is HELD_OUT or MEASURED.
+# Experiment keys cannot contain ":", so these never collide with an experiment.
+HOLDOUT_PREFIX = "holdout:"
+HELD_OUT = "held_out"  # bucket < percent * 100: served the off variation
+MEASURED = "measured"  # bucket in [percent * 100, 2 * percent * 100): the comparison slice
 
 # --------------------------------------------------------------------------- events
 EXPOSURE = "exposure"

@@ -7,6 +7,7 @@ from . import (
               experiments,
               flags,
               flags_as_code,
+              holdouts,
               insights,
               metrics,
               process,
@@ -17,4 +18,5 @@ from . import (
 )
 
 BLUEPRINTS = [environments.blp, flags.blp, segments.blp, metrics.blp, experiments.blp, tools.blp, tokens.blp,
-              audit.blp, change_requests.blp, process.blp, flags_as_code.blp, webhooks.blp, insights.blp]
+              audit.blp, change_requests.blp, process.blp, flags_as_code.blp, webhooks.blp, insights.blp,
+              holdouts.blp]

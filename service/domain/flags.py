@@ -25,7 +25,7 @@ from ..models import (
     TargetingChange,
 )
 from ..models.types import utcnow
-from . import Actor, audit, limits, protection, ruleset_versions, unit_of_work
+from . import Actor, audit, holdouts, limits, protection, ruleset_versions, unit_of_work
 from . import lifecycle as lifecycle_domain
 from .announce import announce
 from .diff import json_diff
@@ -188,10 +188,10 @@ def variation_errors(kind: str, variations) -> list[tuple[str, str]]:
 
 
 def _reference_errors(flag: Flag, environment: Environment, targeting: dict) -> list[tuple[str, str]]:
-    """References that need the database: segments, prerequisite flags, experiments, cycles.
+    """References that need the database: segments, prerequisite flags, experiments, cycles, the holdout.
 
     Runs after the engine's structural checks, so the shapes are known good."""
-    errors = []
+    errors = holdouts.reference_errors(environment, targeting)
     segment_refs = [(f"rules.{i}.conditions.{j}.values", key)
                     for i, rule in enumerate(targeting.get("rules") or [])
                     for j, cond in enumerate(rule.get("conditions") or []) if cond.get("op") == "in_segment"
@@ -443,8 +443,9 @@ def get_targeting(key: str, environment_key: str) -> tuple[Flag, dict]:
 
 
 def _normalise_targeting(targeting: dict) -> dict:
-    """Fill the optional lists so stored targeting always has every field."""
-    return {"enabled": targeting.get("enabled"), "off_variation": targeting.get("off_variation"),
+    """Fill the optional lists so stored targeting always has every field (``holdout`` only when set)."""
+    holdout = {"holdout": targeting["holdout"]} if targeting.get("holdout") is not None else {}
+    return {"enabled": targeting.get("enabled"), "off_variation": targeting.get("off_variation"), **holdout,
             "prerequisites": targeting.get("prerequisites") or [], "targets": targeting.get("targets") or [],
             "rules": targeting.get("rules") or [], "fallthrough": targeting.get("fallthrough")}
 

@@ -50,6 +50,13 @@ EXPERIMENT_METRICS = 50  # secondary, and separately guardrail
 EXPERIMENT_DIMENSIONS = 20
 EXPERIMENT_VARIATIONS = 20
 
+# --- holdouts (docs/holdouts.md)
+# "holdout:" + key is the exposures' experiment column (KEY_CHARS wide).
+HOLDOUT_KEY_CHARS = KEY_CHARS - len(wire.HOLDOUT_PREFIX)
+HOLDOUT_MIN_PERCENT = 0.5
+HOLDOUT_MAX_PERCENT = 10
+HOLDOUT_RESULT_METRICS = 50  # metrics in one results request
+
 # --- events (POST /sdk/v1/events)
 EVENTS_PER_BATCH = wire.MAX_BATCH_EVENTS
 EVENT_BATCH_BYTES = wire.MAX_BATCH_BYTES  # after decompression

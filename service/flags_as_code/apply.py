@@ -12,8 +12,10 @@ so it finds the same problems, and then rolls them back.
 Order of writes, so references resolve: metrics; segments; new flags; field
 updates of existing flags (new variation keys are added before targeting
 uses them); targeting, prerequisite flags before the flags that need them;
-finally the removal of variation keys the document no longer has. What the
-document does not name is left alone (nothing is deleted or archived).
+finally the removal of variation keys the document no longer has. Holdouts (of the
+document's environment) are written with the segments, before any targeting
+names them. What the document does not name is left alone (nothing is deleted
+or archived).
 """
 
 from dataclasses import dataclass, field
@@ -24,17 +26,24 @@ import sqlalchemy as sa
 from ..domain import Actor, unit_of_work
 from ..domain import environments as environment_domain
 from ..domain import flags as flag_domain
+from ..domain import holdouts as holdout_domain
 from ..domain import metrics as metric_domain
 from ..domain import segments as segment_domain
 from ..domain.diff import json_diff
 from ..domain.errors import Conflict, DomainError, NotFound, ValidationFailed
 from ..extensions import db
-from ..models import Environment, Flag, Metric, Segment
+from ..models import Environment, Flag, Holdout, Metric, Segment
 from ..schemas.documents import DocumentSchema, flatten
-from .document import canonical_flag, canonical_metric, canonical_segment, canonical_targeting
-from .export import flag_entry, metric_entry, segment_entry
+from .document import (
+    canonical_flag,
+    canonical_holdout,
+    canonical_metric,
+    canonical_segment,
+    canonical_targeting,
+)
+from .export import flag_entry, holdout_entry, metric_entry, segment_entry
 
-SECTIONS = ("flags", "segments", "metrics")
+SECTIONS = ("flags", "segments", "metrics", "holdouts")
 FLAG_FIELDS = ("name", "description", "type", "tags", "owner", "temporary")
 DEFAULT_COMMENT = "flags as code: apply"
 
@@ -137,6 +146,18 @@ def _plan(document: dict, environment: Environment) -> tuple[dict[str, list[_Ite
                 item.current = entry(item.row)
                 item.changes = json_diff(item.current, item.new)
             plan[section].append(item)
+
+    rows = _by_key(Holdout, (d["key"] for d in document["holdouts"]))
+    plan["holdouts"] = []
+    for i, data in enumerate(document["holdouts"]):
+        item = _Item("holdouts", i, canonical_holdout(data), rows.get(data["key"]))
+        if item.row is not None:
+            if item.row.environment_id != environment.id:
+                errors[f"{item.path}.key"] = [f"Holdout {item.key!r} belongs to another environment; holdout "
+                                              "keys are unique over all environments."]
+            item.current = holdout_entry(item.row)
+            item.changes = json_diff(item.current, item.new)
+        plan["holdouts"].append(item)
     return plan, errors, warnings
 
 
@@ -227,6 +248,14 @@ def _write_metrics_or_segments(actor, errors, items: list[_Item], domain, fields
 def _write(actor: Actor, plan: dict[str, list[_Item]], environment: Environment, errors: dict) -> None:
     _write_metrics_or_segments(actor, errors, plan["metrics"], metric_domain, metric_domain.FIELDS)
     _write_metrics_or_segments(actor, errors, plan["segments"], segment_domain, segment_domain.FIELDS)
+    for item in plan["holdouts"]:
+        if any(p.startswith(item.path + ".") for p in errors):
+            continue
+        if item.status == "created":
+            _attempt(errors, item.path, holdout_domain.create, actor, {**item.new, "environment": environment.key})
+        elif item.status == "changed":
+            changes = {f: item.new[f] for f in holdout_domain.FIELDS if item.new[f] != item.current[f]}
+            _attempt(errors, item.path, holdout_domain.update, actor, item.key, changes)
 
     flags = [item for item in plan["flags"] if not any(p.startswith(item.path + ".") for p in errors)]
     targeting_writes: list[_Item] = []

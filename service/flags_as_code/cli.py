@@ -69,7 +69,7 @@ def _print_result(result: dict) -> None:
     summary = result["summary"]
     click.echo(f"{verb} to {result['environment']}: {summary['created']} created, {summary['changed']} changed, "
                f"{summary['unchanged']} unchanged.")
-    for section in ("flags", "segments", "metrics"):
+    for section in ("flags", "segments", "metrics", "holdouts"):
         for item in result[section]:
             if item["status"] == "unchanged":
                 continue

@@ -258,9 +258,11 @@ def canonical_serve(serve: dict) -> dict:
 
 
 def canonical_targeting(targeting: dict) -> dict:
+    holdout = {"holdout": targeting["holdout"]} if targeting.get("holdout") is not None else {}
     return {
         "enabled": targeting.get("enabled"),
         "off_variation": targeting.get("off_variation"),
+        **holdout,  # only when the flag joins a holdout (docs/holdouts.md)
         "prerequisites": [{"flag": p.get("flag"), "variation": p.get("variation")}
                           for p in targeting.get("prerequisites") or []],
         "targets": [{"variation": t.get("variation"), "values": list(t.get("values") or [])}
@@ -324,15 +326,31 @@ def canonical_metric(metric: dict) -> dict:
     }
 
 
-def canonical_document(environment: str, flags, segments, metrics) -> dict:
-    """The document with its lists sorted by key and every object in canonical form."""
+def canonical_holdout(holdout: dict) -> dict:
     return {
+        "key": holdout["key"],
+        "name": holdout.get("name") or holdout["key"],
+        "description": holdout.get("description") or "",
+        "percent": float(holdout["percent"]),
+        "unit": holdout.get("unit") or "id",
+    }
+
+
+def canonical_document(environment: str, flags, segments, metrics, holdouts=()) -> dict:
+    """The document with its lists sorted by key and every object in canonical form.
+
+    ``holdouts`` (of the document's environment) is written only when there are any."""
+    document = {
         "version": 1,
         "environment": environment,
         "flags": sorted((canonical_flag(f) for f in flags), key=lambda f: f["key"]),
         "segments": sorted((canonical_segment(s) for s in segments), key=lambda s: s["key"]),
         "metrics": sorted((canonical_metric(m) for m in metrics), key=lambda m: m["key"]),
     }
+    holdouts = sorted((canonical_holdout(h) for h in holdouts), key=lambda h: h["key"])
+    if holdouts:
+        document["holdouts"] = holdouts
+    return document
 
 
 def ruleset(document: dict) -> dict:
@@ -353,4 +371,6 @@ def ruleset(document: dict) -> dict:
                      for s in document.get("segments") or []},
         "experiments": {},
         "layers": {},
+        "holdouts": {h["key"]: {"key": h["key"], "percent": h["percent"], "unit": h.get("unit") or "id"}
+                     for h in document.get("holdouts") or []},
     }

@@ -5,6 +5,7 @@ from .environment import Environment, SdkKey
 from .event import EvaluationBatch, Event, FlagEvaluation, FlagUsage
 from .experiment import STATUSES, Experiment, Metric
 from .flag import Flag, FlagStaleNotice, FlagTargeting, FlagVersion, TargetingChange
+from .holdout import Holdout
 from .process import ChangeRequest, ChangeRequestReview, Rollout, RolloutCheck, ScheduledChange
 from .segment import Segment
 from .token import ROLES, Token
@@ -12,5 +13,5 @@ from .webhook import Webhook, WebhookAttempt, WebhookDelivery
 
 __all__ = ["AuditEntry", "ChangeRequest", "ChangeRequestReview", "Environment", "EvaluationBatch", "Event",
            "Experiment", "Flag", "FlagEvaluation", "FlagStaleNotice", "FlagTargeting", "FlagUsage", "FlagVersion",
-           "Metric", "ROLES", "Rollout", "RolloutCheck", "ScheduledChange", "SdkKey", "STATUSES", "Segment",
-           "TargetingChange", "Token", "Webhook", "WebhookAttempt", "WebhookDelivery"]
+           "Holdout", "Metric", "ROLES", "Rollout", "RolloutCheck", "ScheduledChange", "SdkKey", "STATUSES",
+           "Segment", "TargetingChange", "Token", "Webhook", "WebhookAttempt", "WebhookDelivery"]

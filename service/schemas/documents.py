@@ -12,6 +12,7 @@ from ..domain.serving import FLAG_TYPES
 from ..flags_as_code.document import FORMATS
 from .common import BaseSchema, Key, StrictSchema
 from .flags import DiffEntrySchema, FlagSchema, TargetingSchema
+from .holdouts import HoldoutSchema
 from .metrics import MetricSchema
 from .segments import SegmentSchema
 
@@ -24,12 +25,21 @@ class DocumentFlagSchema(FlagSchema):
     targeting = ma.fields.Nested(TargetingSchema, required=True)
 
 
+class DocumentHoldoutSchema(HoldoutSchema):
+    """A holdout of the document's environment (no environment, version, usage or timestamps)."""
+
+    class Meta(StrictSchema.Meta):
+        exclude = ("environment", "flags", "experiments", "version", "created_at", "updated_at")
+
+
 class DocumentSchema(StrictSchema):
     version = ma.fields.Integer(required=True, strict=True, validate=ma.validate.Equal(1, error="Must be 1."))
     environment = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=100))
     flags = ma.fields.List(ma.fields.Nested(DocumentFlagSchema), load_default=list)
     segments = ma.fields.List(ma.fields.Nested(SegmentSchema), load_default=list)
     metrics = ma.fields.List(ma.fields.Nested(MetricSchema), load_default=list)
+    holdouts = ma.fields.List(ma.fields.Nested(DocumentHoldoutSchema), load_default=list, metadata={
+        "description": "Holdouts of the document's environment (docs/holdouts.md)."})
 
 
 def flatten(messages, path: str = "") -> dict[str, list[str]]:
@@ -80,4 +90,5 @@ class ImportResultSchema(BaseSchema):
     flags = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
     segments = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
     metrics = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
+    holdouts = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
     warnings = ma.fields.List(ma.fields.Nested(WarningSchema))

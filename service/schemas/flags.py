@@ -82,6 +82,9 @@ class RuleSchema(StrictSchema):
 class TargetingSchema(StrictSchema):
     enabled = StrictBoolean(required=True)
     off_variation = Text(limits.KEY_CHARS, required=True)
+    holdout = Text(limits.HOLDOUT_KEY_CHARS, min_chars=1, allow_none=True, metadata={"description": (
+        "Key of a holdout of this environment (docs/holdouts.md): its held-out units get off_variation "
+        "(reason HOLDOUT) after individual targets, before rules. Absent or null: none.")})
     prerequisites = ma.fields.List(ma.fields.Nested(PrerequisiteSchema), load_default=list,
                                    validate=at_most(limits.PREREQUISITES, "prerequisites"))
     targets = ma.fields.List(ma.fields.Nested(TargetSchema), load_default=list,

@@ -100,14 +100,23 @@ class Evaluate(MethodView):
 
 
 def remote_exposures(environment_id: int, compiled, context, results) -> list[dict]:
-    """Exposure events (SDK wire format) for the admitted results of a remote evaluation."""
+    """Exposure events (SDK wire format) for the admitted results of a remote evaluation,
+    and the holdout exposures of units held out or measured (docs/holdouts.md)."""
     now = iso_ts(time.time())
     events = []
+    secret = current_app.config["SECRET_KEY"]
     for result in results:
+        if result.holdout is not None:
+            experiment, variation, unit, unit_type = result.holdout
+            events.append({
+                "id": ingest.server_event_id(secret, environment_id, experiment, unit, variation),
+                "type": "exposure", "ts": now, "unit": unit, "experiment": experiment, "variation": variation,
+                "attributes": {"unit_type": unit_type},
+            })
         if not result.in_experiment:
             continue
-        event_id = ingest.server_event_id(current_app.config["SECRET_KEY"], environment_id, result.experiment,
-                                          result.unit, result.variation)
+        event_id = ingest.server_event_id(secret, environment_id, result.experiment, result.unit,
+                                          result.variation)
         events.append({
             "id": event_id, "type": "exposure", "ts": now,
             "unit": result.unit, "experiment": result.experiment, "variation": result.variation,

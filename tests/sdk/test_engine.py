@@ -103,7 +103,7 @@ def test_result_shape():
     assert r.unit == "u"
     assert not hasattr(r, "__dict__")
     assert set(EvaluationResult.__slots__) == {
-        "value", "variation", "reason", "rule_id", "experiment", "in_experiment", "unit",
+        "value", "variation", "reason", "rule_id", "experiment", "in_experiment", "unit", "holdout",
     }  # fmt: skip
     d = EvaluationResult("d", None, Reason.ERROR)
     assert (d.rule_id, d.experiment, d.in_experiment, d.unit) == (None, None, False, None)

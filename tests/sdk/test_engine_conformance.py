@@ -76,13 +76,19 @@ def test_case(case):
         assert isinstance(result.unit, str) and result.unit
     else:
         assert result.unit is None
+    exposure = case.get("holdout_exposure")
+    if exposure is None:
+        assert result.holdout is None
+    else:
+        assert result.holdout == (exposure["experiment"], exposure["variation"], exposure["unit"],
+                                  exposure["unit_type"])
 
 
 def test_cases_cover_every_reason_and_op():
     reasons = {c["expected"]["reason"] for c in CASES}
     evaluator_reasons = {
         Reason.OFF, Reason.FALLTHROUGH, Reason.TARGET_MATCH, Reason.RULE_MATCH,
-        Reason.PREREQUISITE_FAILED, Reason.FLAG_NOT_FOUND, Reason.ERROR,
+        Reason.PREREQUISITE_FAILED, Reason.FLAG_NOT_FOUND, Reason.ERROR, Reason.HOLDOUT,
     }  # fmt: skip
     assert evaluator_reasons <= reasons
     ops = set()
@@ -91,6 +97,18 @@ def test_cases_cover_every_reason_and_op():
             for rule in (f.get("targeting") or {}).get("rules", []):
                 ops.update(c["op"] for c in rule["conditions"])
     assert OPS <= ops
+
+
+def test_holdout_cases_cover_the_step():
+    """Held out, measured and neither; both percent bounds; a unit that is not a string."""
+    cases = [c for c in CASES if c.get("ruleset_ref") == "holdouts"]
+    groups = {(c.get("holdout_exposure") or {}).get("variation") for c in cases}
+    assert groups == {"held_out", "measured", None}
+    percents = {h["percent"] for h in DOC["rulesets"]["holdouts"]["holdouts"].values()}
+    assert {0.5, 10} <= percents
+    assert any(isinstance(c["context"].get("id"), int) and not isinstance(c["context"]["id"], bool) for c in cases)
+    salts = {v["salt"] for v in DOC["bucketing"]}
+    assert any(s.startswith("holdout:") for s in salts)
 
 
 def test_case_names_unique():

@@ -95,7 +95,7 @@ def test_spool_keeps_everything_while_the_service_is_down_then_delivers_once(tmp
             client.track("e", {"id": f"u{i}"})
             if i % 200 == 0:
                 time.sleep(0.01)  # a queue 5x smaller than what is tracked: the spool takes it
-        assert wait_for(lambda: client.stats()["spooled"] == 5000, 5), client.stats()
+        assert wait_for(lambda: client.stats()["spooled"] == 5000, 20), client.stats()
         stats = client.stats()
         assert stats["dropped"] == 0 and stats["queued"] == 5000
         assert spool_files(spool)

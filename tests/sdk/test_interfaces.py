@@ -39,6 +39,9 @@ class RecordingSink:
     def exposure(self, result, compiled, context):
         self.exposures.append((result.experiment, result.unit, result.variation))
 
+    def holdout_exposure(self, holdout):
+        self.exposures.append(holdout[:3])
+
     def track(self, event, context, value, unit_attrs):
         self.tracks.append((event, context["id"], value))
         return True

@@ -18,11 +18,12 @@ without big-integer arithmetic on every call:
 
 from __future__ import annotations
 
+from decimal import ROUND_CEILING, Decimal
 from hashlib import sha256
 
 from ..wire import BUCKETS
 
-__all__ = ["BUCKETS", "bucket", "digest_threshold", "prefix_hasher", "threshold", "unit_of"]
+__all__ = ["BUCKETS", "bucket", "digest_threshold", "percent_buckets", "prefix_hasher", "threshold", "unit_of"]
 
 _TWO64 = 1 << 64
 
@@ -46,6 +47,18 @@ def digest_threshold(bps: int) -> bytes:
     if bps >= BUCKETS:
         return b"\xff" * 33  # greater than every 32-byte digest
     return threshold(max(bps, 0)).to_bytes(8, "big")
+
+
+def percent_buckets(percent) -> int:
+    """The buckets ``b`` with ``b < percent * 100``: ``ceil(percent * 100)``, on the decimal
+    value of ``percent`` as written in the ruleset (``0.29`` -> 29, although the binary
+    double ``0.29 * 100`` is 29.000000000000004). The service stores percents with at
+    most two decimals, where this is exactly ``percent * 100``."""
+    if isinstance(percent, float):
+        exact = Decimal(repr(percent))  # the shortest decimal that reads back as this double
+    else:
+        exact = Decimal(percent)
+    return int((exact * 100).to_integral_value(rounding=ROUND_CEILING))
 
 
 def prefix_hasher(salt: str):

@@ -10,19 +10,25 @@ of constant serves are built once and shared.
 Content that the service would reject (see :mod:`pitcrew.evaluation.validation`)
 makes only that flag evaluate to the caller's default with reason ERROR:
 a flag without ``targeting``, unknown variations or ops, bad values, a
-referenced segment or a running/stopped experiment that is itself invalid,
-or a prerequisite cycle. A missing segment never matches; a missing or draft
-experiment does not apply; a missing prerequisite flag is unmet.
+referenced segment, a running/stopped experiment or a holdout that is itself
+invalid, or a prerequisite cycle. A missing segment never matches; a missing or
+draft experiment does not apply; a missing holdout holds nobody out; a missing
+prerequisite flag is unmet.
+
+Holdouts (docs/holdouts.md) add one step between targets and rules, compiled
+only into flags whose targeting names one: flags without a holdout run exactly
+the closures they ran before.
 """
 
 from __future__ import annotations
 
-from ..wire import LIVE_EXPERIMENT_STATUSES
-from .bucketing import BUCKETS, digest_threshold, prefix_hasher, unit_of
+from ..wire import HELD_OUT, HOLDOUT_PREFIX, LIVE_EXPERIMENT_STATUSES, MEASURED
+from .bucketing import BUCKETS, digest_threshold, percent_buckets, prefix_hasher, unit_of
 from .evaluator import EvaluationResult, Reason
 from .operators import build_condition
 from .validation import (
     experiment_errors,
+    holdout_errors,
     segment_errors,
     validate_targeting,
     variations_errors,
@@ -134,6 +140,7 @@ def _compile(ruleset) -> CompiledRuleset:
     flags_raw = _mapping(ruleset, "flags")
     segments_raw = _mapping(ruleset, "segments")
     experiments = _mapping(ruleset, "experiments")
+    holdouts = _mapping(ruleset, "holdouts")
 
     segments: dict = {}
     bad_segments: dict = {}
@@ -144,7 +151,7 @@ def _compile(ruleset) -> CompiledRuleset:
             bad_segments[key] = str(exc)
 
     flags: dict = {}
-    env = _Env(flags, segments, bad_segments, experiments)
+    env = _Env(flags, segments, bad_segments, experiments, holdouts)
     for key, raw in flags_raw.items():
         if not isinstance(key, str):
             continue
@@ -158,7 +165,7 @@ def _compile(ruleset) -> CompiledRuleset:
             f.key, f.kind, f.version, f.variations, False, "prerequisite cycle", _error_run
         )
     return CompiledRuleset(version, environment, flags, experiments,
-                           _split_serves(flags_raw), _track_units(experiments))
+                           _split_serves(flags_raw), _track_units(experiments, holdouts))
 
 
 def _split_serves(flags_raw) -> frozenset:
@@ -180,24 +187,25 @@ def _split_serves(flags_raw) -> frozenset:
     return frozenset(out)
 
 
-def _track_units(experiments) -> tuple:
-    """Unit attributes (other than ``id``) of the experiments, in a stable order."""
+def _track_units(experiments, holdouts=None) -> tuple:
+    """Unit attributes (other than ``id``) of the experiments and holdouts, in a stable order."""
     out: dict = {}
-    for exp in experiments.values():
-        unit = exp.get("unit") if isinstance(exp, dict) else None
+    for item in [*experiments.values(), *(holdouts or {}).values()]:
+        unit = item.get("unit") if isinstance(item, dict) else None
         if isinstance(unit, str) and unit and unit != "id":
             out[unit] = None
     return tuple(out)
 
 
 class _Env:
-    __slots__ = ("flags", "segments", "bad_segments", "experiments")
+    __slots__ = ("flags", "segments", "bad_segments", "experiments", "holdouts")
 
-    def __init__(self, flags, segments, bad_segments, experiments):
+    def __init__(self, flags, segments, bad_segments, experiments, holdouts=None):
         self.flags = flags
         self.segments = segments
         self.bad_segments = bad_segments
         self.experiments = experiments
+        self.holdouts = holdouts or {}
 
 
 def _errors_message(errors) -> str:
@@ -318,6 +326,8 @@ def _build_on_run(key, targeting, values, result, env):
         for unit in t["values"]:
             targets.setdefault(unit, res)
 
+    holdout = _holdout(targeting.get("holdout"), values[off], off, env)
+
     rules = []
     for rule in targeting.get("rules") or ():
         cond = _all_of(tuple(_condition(c, env) for c in rule.get("conditions") or ()))
@@ -333,7 +343,7 @@ def _build_on_run(key, targeting, values, result, env):
     ft_off = result(off, Reason.FALLTHROUGH)
     if ft_const is None and ft_fn is None:
         ft_const = ft_off
-    return _make_run(prereqs, prereq_res, targets, rules, ft_const, ft_fn, ft_off, env.flags)
+    return _make_run(prereqs, prereq_res, targets, rules, ft_const, ft_fn, ft_off, env.flags, holdout)
 
 
 def _condition(cond, env):
@@ -344,7 +354,7 @@ def _condition(cond, env):
     return build_condition(cond, env.segments)
 
 
-def _make_run(prereqs, prereq_res, targets, rules, ft_const, ft_fn, ft_off, flags):
+def _make_run(prereqs, prereq_res, targets, rules, ft_const, ft_fn, ft_off, flags, holdout=None):
     flags_get = flags.get
 
     def rules_and_fallthrough(ctx):
@@ -360,8 +370,9 @@ def _make_run(prereqs, prereq_res, targets, rules, ft_const, ft_fn, ft_off, flag
         r = ft_fn(ctx)
         return ft_off if r is None else r
 
+    rest = rules_and_fallthrough if holdout is None else holdout(rules_and_fallthrough)
     if not prereqs and not targets:
-        return rules_and_fallthrough
+        return rest
 
     def run(ctx):
         for pkey, want in prereqs:
@@ -379,9 +390,66 @@ def _make_run(prereqs, prereq_res, targets, rules, ft_const, ft_fn, ft_off, flag
                 r = targets.get(u)
                 if r is not None:
                     return r
-        return rules_and_fallthrough(ctx)
+        return rest(ctx)
 
     return run
+
+
+# --------------------------------------------------------------------------- holdouts
+
+
+def _holdout(key, off_value, off, env):
+    """None (no holdout step), or ``wrap(next_step) -> step`` for the holdout named ``key``.
+
+    The step (after targets, before rules): a unit with ``bucket("holdout:" + key,
+    unit) < percent * 100`` gets ``off_variation`` with reason HOLDOUT and goes no
+    further (so never into an experiment); a unit in ``[percent * 100, 2 * percent *
+    100)`` is the measured slice: evaluated as usual, its result marked with a
+    ``measured`` holdout exposure. A unit without the holdout's unit attribute skips
+    the step. A holdout missing from the ruleset holds nobody out.
+    """
+    if key is None:
+        return None
+    raw = env.holdouts.get(key)
+    if raw is None:
+        return None
+    errors = holdout_errors(raw)
+    if errors:
+        raise CompileError(f"holdout {key!r}: {_errors_message(errors)}")
+    attr = raw.get("unit") or "id"
+    held = percent_buckets(raw["percent"])
+    held_limit = digest_threshold(held)
+    measured_limit = digest_threshold(2 * held)
+    exposure_key = HOLDOUT_PREFIX + key
+    copy = prefix_hasher(exposure_key)  # the salt is "holdout:" + key too
+    New = EvaluationResult
+    reason = Reason.HOLDOUT
+
+    def wrap(next_step):
+        def holdout_step(ctx):
+            v = ctx.get(attr)
+            if v.__class__ is str:
+                if not v:
+                    return next_step(ctx)
+                u = v
+            else:
+                u = unit_of(v)
+                if u is None:
+                    return next_step(ctx)
+            s = copy()
+            s.update(u.encode())
+            d = s.digest()
+            if d < held_limit:
+                return New(off_value, off, reason, None, None, False, None, (exposure_key, HELD_OUT, u, attr))
+            r = next_step(ctx)
+            if d < measured_limit:
+                return New(r.value, r.variation, r.reason, r.rule_id, r.experiment, r.in_experiment, r.unit,
+                           (exposure_key, MEASURED, u, attr))
+            return r
+
+        return holdout_step
+
+    return wrap
 
 
 # --------------------------------------------------------------------------- serves

@@ -20,6 +20,7 @@ class Reason:
     TARGET_MATCH = "TARGET_MATCH"
     RULE_MATCH = "RULE_MATCH"
     PREREQUISITE_FAILED = "PREREQUISITE_FAILED"
+    HOLDOUT = "HOLDOUT"  # the unit is held out by the flag's holdout: off_variation
     FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
     ERROR = "ERROR"
     # Produced by the SDK client, never by the evaluator.
@@ -37,10 +38,15 @@ class EvaluationResult:
     new one instead.
 
     ``unit`` is the unit string used for experiment assignment when
-    ``in_experiment`` is true, else None; it is not part of :meth:`to_dict`.
+    ``in_experiment`` is true, else None. ``holdout`` is None, or the holdout
+    exposure this evaluation makes when the flag's holdout step ran for a unit
+    that is held out or in the measured slice: a tuple ``(experiment,
+    variation, unit, unit_type)`` = ``("holdout:<key>", "held_out" | "measured",
+    unit, the holdout's unit attribute)`` (docs/holdouts.md). Neither is part
+    of :meth:`to_dict`.
     """
 
-    __slots__ = ("value", "variation", "reason", "rule_id", "experiment", "in_experiment", "unit")
+    __slots__ = ("value", "variation", "reason", "rule_id", "experiment", "in_experiment", "unit", "holdout")
 
     def __init__(
         self,
@@ -51,6 +57,7 @@ class EvaluationResult:
         experiment: str | None = None,
         in_experiment: bool = False,
         unit: str | None = None,
+        holdout: tuple | None = None,
     ):
         self.value = value
         self.variation = variation
@@ -59,6 +66,7 @@ class EvaluationResult:
         self.experiment = experiment
         self.in_experiment = in_experiment
         self.unit = unit
+        self.holdout = holdout
 
     def to_dict(self) -> dict:
         return {
@@ -73,7 +81,7 @@ class EvaluationResult:
     def __eq__(self, other):
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self.to_dict() == other.to_dict() and self.unit == other.unit
+        return self.to_dict() == other.to_dict() and self.unit == other.unit and self.holdout == other.holdout
 
     __hash__ = None  # values may be unhashable JSON
 

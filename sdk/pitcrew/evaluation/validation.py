@@ -13,6 +13,8 @@ evaluates to the caller's default with reason ERROR.
 
 from __future__ import annotations
 
+import math
+
 from ..wire import BUCKETS
 from .operators import OPS, values_errors
 
@@ -67,6 +69,10 @@ def validate_targeting(targeting, *, variations) -> Errors:
                     add((f"{path}.flag", "must be a flag key"))
                 if not _is_key(p.get("variation")):
                     add((f"{path}.variation", "must be a variation key"))
+
+    holdout = targeting.get("holdout")
+    if holdout is not None and not _is_key(holdout):
+        add(("holdout", "must be a holdout key (or null for none)"))
 
     targets = targeting.get("targets")
     if targets is not None:
@@ -308,6 +314,25 @@ def experiment_errors(experiment, variations) -> Errors:
     released = experiment.get("released_variation")
     if released is not None and (not isinstance(released, str) or released not in keys):
         add(("released_variation", "must be one of the experiment's variations"))
+    return errors
+
+
+# A holdout's percent, as the engine reads it: the measured slice [p, 2p) must fit in 100 %.
+HOLDOUT_MAX_PERCENT = 50
+
+
+def holdout_errors(holdout) -> Errors:
+    """Problems with a holdout as served in a ruleset: ``{key, percent, unit}``."""
+    if not isinstance(holdout, dict):
+        return [("", "must be an object")]
+    errors: Errors = []
+    percent = holdout.get("percent")
+    if (not isinstance(percent, int | float) or isinstance(percent, bool) or not math.isfinite(percent)
+            or not 0 <= percent <= HOLDOUT_MAX_PERCENT):
+        errors.append(("percent", f"must be a number in [0, {HOLDOUT_MAX_PERCENT}]"))
+    unit = holdout.get("unit")
+    if unit is not None and not _is_key(unit):
+        errors.append(("unit", "must be a non-empty string"))
     return errors
 
 

@@ -113,6 +113,23 @@ class EventProcessor:
         except Exception:
             log.debug("exposure not recorded", exc_info=True)
 
+    def holdout_exposure(self, holdout) -> None:
+        """Record a holdout exposure ``(experiment, variation, unit, unit_type)`` (an
+        :class:`~pitcrew.evaluation.EvaluationResult`'s ``holdout``), unless already seen.
+        Deduplicated with the experiment exposures, per (experiment, unit, variation).
+        Never raises."""
+        try:
+            exp_key, variation, unit, unit_type = holdout
+            if len(unit) > MAX_UNIT_LENGTH:
+                self._invalid(f"exposure unit longer than {MAX_UNIT_LENGTH} characters")
+                return
+            if not self.dedup.first_time((exp_key, unit, variation)):
+                return
+            attrs = {"unit_type": unit_type}
+            self._append(((EXPOSURE, time.time(), unit, exp_key, variation, None, None, attrs),))
+        except Exception:
+            log.debug("holdout exposure not recorded", exc_info=True)
+
     def track(self, event, context, value, unit_attrs) -> bool:
         """Queue the outcome events of one ``track()`` call. Never raises; False if not recorded."""
         try:

@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     experiments,
     flags,
     flags_as_code,
+    holdouts,
     home,
     lifecycle,
     metrics,

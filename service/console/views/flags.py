@@ -18,6 +18,7 @@ from pitcrew.evaluation.operators import NUMBER_OPS, OPS
 from ...domain import change_requests as request_domain
 from ...domain import environments as environment_domain
 from ...domain import flags as domain
+from ...domain import holdouts as holdout_domain
 from ...domain import lifecycle
 from ...domain import rollouts as rollout_domain
 from ...domain import schedules as schedule_domain
@@ -94,6 +95,8 @@ def describe(targeting: dict) -> str:
         parts.append(f"{len(targeting['prerequisites'])} prerequisite(s)")
     if targeting.get("targets"):
         parts.append(f"{sum(len(t.get('values') or []) for t in targeting['targets'])} targeted unit(s)")
+    if targeting.get("holdout"):
+        parts.append(f"holdout {targeting['holdout']}")
     if targeting.get("rules"):
         parts.append(f"{len(targeting['rules'])} rule(s)")
     fall = describe_serve(targeting.get("fallthrough"))
@@ -392,6 +395,7 @@ def parse_targeting(data: dict, variation_keys: list[str]) -> dict:
     prerequisites = [{"flag": (p.get("flag") or "").strip(), "variation": (p.get("variation") or "").strip()}
                      for p in data.get("prerequisites") or [] if isinstance(p, dict)]
     return {"enabled": data.get("enabled") == "true", "off_variation": data.get("off_variation") or "",
+            "holdout": (data.get("holdout") or "").strip() or None,
             "prerequisites": prerequisites, "targets": targets, "rules": rules,
             "fallthrough": _parse_serve(data.get("fallthrough"), variation_keys)}
 
@@ -478,6 +482,8 @@ def render_editor(flag, env: str, targeting: dict, *, errors: FieldErrors, outco
     environment = environment_domain.get(env)
     keys = [v["key"] for v in flag.variations]
     segments = _segment_keys()
+    holdouts = [(h.key, f"{h.key} ({h.percent:g} % held out)")
+                for h in holdout_domain.list_holdouts(environment=env, limit=500).items]
     other_flags = [f.key for f in domain.list_flags(limit=500).items if f.key != flag.key]
     pending = [r for r in (request_domain.to_dict(r) for r in queries.active_change_requests(flag.id))
                if r["environment"] == env]
@@ -486,7 +492,7 @@ def render_editor(flag, env: str, targeting: dict, *, errors: FieldErrors, outco
     return render_template("console/flags/targeting.html", title=title, flag=flag,
                            env=env, t=targeting, keys=keys, errors=errors, outcome=outcome, version=form_version,
                            ops=OP_CHOICES, serve_kinds=SERVE_KINDS, values_text=_values_text, segments=segments,
-                           other_flags=other_flags, pct=_pct, environment=environment,
+                           other_flags=other_flags, holdouts=holdouts, pct=_pct, environment=environment,
                            protected=environment.approvals_required > 0, pending=pending,
                            change_request=change_request, now=utcnow(),
                            at=request.form.get("at", "") if request.method == "POST" else ""), status
