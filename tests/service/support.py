@@ -13,9 +13,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from service.domain import Actor
 from service.domain import environments as environment_domain
 from service.domain import tokens as token_domain
+from service.extensions import db
+from service.models import AuditEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,6 +61,12 @@ def make_token(role: str, name: str | None = None) -> str:
 def make_sdk_key(environment: str = "production") -> str:
     env = environment_domain.get(environment)
     return token_domain.create_sdk_key(Actor("tests"), env)[1]
+
+
+def audit_count() -> int:
+    """Audit entries in the database (after ending this session's transaction, so others' commits show)."""
+    db.session.rollback()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def free_port() -> int:

@@ -9,12 +9,10 @@ from service.analysis import power
 from service.extensions import db
 from service.models import AuditEntry, Environment, Event
 
+from .support import audit_count
+
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 THREE = [{"key": "a", "value": "a"}, {"key": "b", "value": "b"}, {"key": "c", "value": "c"}]
-
-
-def audit_count() -> int:
-    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def audit_actions(key: str) -> list[str]:

@@ -7,18 +7,10 @@ import time
 import urllib.request
 
 import pytest
-import sqlalchemy as sa
 
-from service.extensions import db
-from service.models import AuditEntry
-
-from .support import make_sdk_key
+from .support import audit_count, make_sdk_key
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
-
-
-def audit_count() -> int:
-    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def create_flag(client, key="new-checkout", kind="boolean", variations=None, **extra):

@@ -15,15 +15,12 @@ import sqlalchemy as sa
 
 from service import schemas
 from service.extensions import db
-from service.models import AuditEntry, Flag, FlagVersion
+from service.models import Flag, FlagVersion
+
+from .support import audit_count
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 EXISTS = {"op": "exists", "attribute": "plan"}  # SPEC section 3 allows `values` absent
-
-
-def audit_count() -> int:
-    db.session.rollback()
-    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def make_flag(client, key="checkout"):
