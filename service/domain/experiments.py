@@ -25,6 +25,9 @@ experiment is running or released) bump the environment's ruleset version.
 
 import sqlalchemy as sa
 
+from ..analysis import power, queries
+from ..analysis import results as analysis
+from ..analysis.settings import DEFAULT_ANALYSIS, resolve
 from ..extensions import db
 from ..models import Environment, Event, Experiment, Flag
 from ..models.event import EXPOSURE
@@ -39,12 +42,7 @@ from .pagination import Page, paginate
 from .versioning import check_version
 
 TOTAL_WEIGHT = 10000
-ENGINES = ("frequentist", "bayesian")
-CORRECTIONS = ("holm", "bh")
 OUTCOMES = ("ship", "rollback", "iterate")
-DEFAULT_ANALYSIS = {"engine": "frequentist", "alpha": 0.05, "sequential": False, "sequential_n": 5000,
-                    "cuped": False, "cuped_days": 14, "correction": None, "prior_mean": None,
-                    "prior_variance": None, "target_mde": 0.05, "chance_to_win": 0.95}
 
 # Fields a PATCH may change, by status.
 DRAFT_ONLY = ("variations", "control", "unit", "salt", "layer")
@@ -81,7 +79,7 @@ def to_dict(experiment: Experiment) -> dict:
         "unit": experiment.unit, "layer": experiment.layer, "salt": experiment.salt,
         "primary_metric": experiment.primary_metric, "secondary_metrics": experiment.secondary_metrics or [],
         "guardrail_metrics": experiment.guardrail_metrics or [], "dimensions": experiment.dimensions or [],
-        "analysis": analysis_settings(experiment), "status": experiment.status,
+        "analysis": resolve(experiment.analysis), "status": experiment.status,
         "started_at": experiment.started_at, "stopped_at": experiment.stopped_at,
         "concluded_at": experiment.concluded_at, "released_variation": experiment.released_variation,
         "decision": experiment.decision, "version": experiment.version,
@@ -96,17 +94,6 @@ def snapshot(experiment: Experiment) -> dict:
         if data[field] is not None:
             data[field] = data[field].isoformat()
     return data
-
-
-def analysis_settings(experiment: Experiment) -> dict:
-    return {**DEFAULT_ANALYSIS, **(experiment.analysis or {})}
-
-
-def metric_keys(experiment: Experiment) -> list[str]:
-    """Primary, secondary and guardrail metrics, in that order, without repeats."""
-    keys = ([experiment.primary_metric] if experiment.primary_metric else []) \
-        + list(experiment.secondary_metrics or []) + list(experiment.guardrail_metrics or [])
-    return list(dict.fromkeys(keys))
 
 
 def list_experiments(*, status: str | None = None, flag: str | None = None, environment: str | None = None,
@@ -288,7 +275,7 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
     if "variations" in changes:
         values["variations"] = [{"variation": a["variation"], "weight": a["weight"]} for a in changes["variations"]]
     if "analysis" in changes:
-        values["analysis"] = {**analysis_settings(experiment), **changes["analysis"]}
+        values["analysis"] = {**resolve(experiment.analysis), **changes["analysis"]}
     values["salt"] = values["salt"] or experiment.key
     values["unit"] = values["unit"] or "id"
     _validate(values, _flag_of(experiment))
@@ -418,40 +405,32 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
 
 def results(key: str, *, dimension: str | None = None, metric: str | None = None, **overrides) -> dict:
     """The results document (service/analysis/results.py) of experiment ``key``."""
-    from ..analysis import results as analysis
-
     experiment = get(key)
-    keys = [metric] if metric else metric_keys(experiment)
-    metrics = metric_domain.get_many(keys)
-    if metric and metric not in metrics:
-        raise ValidationFailed(f"Metric '{metric}' does not exist.", {"metric": ["Unknown metric."]})
-    return analysis.compute(db.session.connection(), experiment, metrics, dimension=dimension, metric=metric,
-                            **overrides)
+    try:
+        return analysis.compute(db.session.connection(), experiment, dimension=dimension, metric=metric,
+                                **overrides)
+    except analysis.UnknownMetric as exc:
+        raise ValidationFailed(f"Metric '{exc.key}' does not exist.", {"metric": ["Unknown metric."]}) from None
 
 
 def timeseries(key: str, *, metric: str | None = None, **overrides) -> dict:
     """Daily cumulative results of the primary metric (or ``metric``) of experiment ``key``."""
-    from ..analysis import results as analysis
-
     experiment = get(key)
     wanted = metric or experiment.primary_metric
     if not wanted:
         raise ValidationFailed("The experiment has no primary metric; name one with metric=.",
                                {"metric": ["Required: the experiment has no primary metric."]})
-    found = metric_domain.get_many([wanted])
-    if wanted not in found:
-        raise ValidationFailed(f"Metric '{wanted}' does not exist.", {"metric": ["Unknown metric."]})
-    return analysis.timeseries(db.session.connection(), experiment, found[wanted], **overrides)
+    try:
+        return analysis.timeseries(db.session.connection(), experiment, wanted, **overrides)
+    except analysis.UnknownMetric as exc:
+        raise ValidationFailed(f"Metric '{exc.key}' does not exist.", {"metric": ["Unknown metric."]}) from None
 
 
 def first_exposures(key: str) -> tuple[list[str], object]:
     """(dimension names, iterator of first-exposure rows) for the exposures CSV, streamed from the database."""
-    from ..analysis import queries
-    from ..analysis.results import scope_of
-
     experiment = get(key)
     dimensions = list(experiment.dimensions or [])
-    scope = scope_of(experiment)
+    scope = analysis.scope_of(experiment)
     engine = db.engine
 
     def rows():
@@ -467,18 +446,16 @@ def first_exposures(key: str) -> tuple[list[str], object]:
 
 def sample_size(data: dict) -> dict:
     """The power calculator of POST /tools/sample-size (service/analysis/power.py)."""
-    from ..analysis import power
-
     if data.get("mde") is None and data.get("units_per_variation") is None:
         raise ValidationFailed("Give mde (for a sample size) or units_per_variation (for an MDE).",
                                {"mde": ["Give mde or units_per_variation."]})
     try:
-        return _sample_size(data, power)
+        return _sample_size(data)
     except (ArithmeticError, ValueError):  # extreme inputs the solvers cannot handle (e.g. alpha 1e-38)
         raise ValidationFailed("Not computable for these inputs.", _planning_errors(data)) from None
 
 
-def _sample_size(data: dict, power) -> dict:
+def _sample_size(data: dict) -> dict:
     common = {"stddev": data["stddev"], "relative": data["relative"], "alpha": data["alpha"],
               "variations": data["variations"]}
     out = dict(data)

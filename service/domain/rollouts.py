@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from ..analysis import guardrails
+from ..analysis.settings import DEFAULT_ANALYSIS
 from ..extensions import db
 from ..models import Environment, Experiment, Flag, Rollout, RolloutCheck
 from ..models.types import utcnow
@@ -263,7 +264,7 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
         # experiment's results show every guardrail.
         primary_metric=guards[0] if guards else None, secondary_metrics=[], guardrail_metrics=guards[1:],
         dimensions=[], status="running", started_at=utcnow(), version=1,
-        analysis={**experiment_domain.DEFAULT_ANALYSIS, "sequential": True, "alpha": alpha / max(1, len(guards))})
+        analysis={**DEFAULT_ANALYSIS, "sequential": True, "alpha": alpha / max(1, len(guards))})
     db.session.add(experiment)
     db.session.flush()
     rollout.experiment_id = experiment.id

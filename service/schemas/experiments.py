@@ -1,7 +1,8 @@
 import marshmallow as ma
 
+from ..analysis.settings import CORRECTIONS, ENGINES
 from ..domain import limits
-from ..domain.experiments import CORRECTIONS, ENGINES, OUTCOMES, TOTAL_WEIGHT
+from ..domain.experiments import OUTCOMES, TOTAL_WEIGHT
 from ..models import STATUSES
 from .common import (
     BaseSchema,

@@ -6,10 +6,11 @@ from __future__ import annotations
 from flask import Response, flash, jsonify, redirect, render_template, request, url_for
 
 from ...analysis.export import results_csv
+from ...analysis.settings import CORRECTIONS, DEFAULT_ANALYSIS, ENGINES
 from ...domain import experiments as domain
 from ...domain import flags as flag_domain
 from ...domain import metrics as metric_domain
-from ...domain.experiments import CORRECTIONS, ENGINES, OUTCOMES
+from ...domain.experiments import OUTCOMES
 from ...models import STATUSES
 from ...schemas.experiments import ConcludeSchema, ExperimentPatchSchema, ExperimentSchema
 from .. import bp, charts, nav, queries
@@ -101,7 +102,7 @@ def _common_from_form(form) -> dict:
 def experiment_new():
     flags, environments, metrics = _choices()
     doc = {"key": "", "flag": request.args.get("flag", ""), "environment": "production" if "production" in
-           environments else (environments[0] if environments else ""), "analysis": domain.DEFAULT_ANALYSIS}
+           environments else (environments[0] if environments else ""), "analysis": DEFAULT_ANALYSIS}
     errors, status = FieldErrors(), 200
     if request.method == "POST":
         doc = {**_common_from_form(request.form), "key": request.form.get("key", "").strip(),
@@ -113,7 +114,7 @@ def experiment_new():
                   "success")
             return redirect(url_for("console.experiment", key=outcome.value.key), 303)
         errors, status = outcome.errors, 400
-        doc["analysis"] = {**domain.DEFAULT_ANALYSIS, **doc["analysis"]}
+        doc["analysis"] = {**DEFAULT_ANALYSIS, **doc["analysis"]}
     return render_template("console/experiments/new.html", title="New experiment", doc=doc, errors=errors,
                            flags=flags, environments=environments, metrics=metrics, engines=ENGINES,
                            corrections=CORRECTIONS), status
