@@ -30,7 +30,8 @@ from ..domain.diff import json_diff
 from ..domain.errors import Conflict, DomainError, NotFound, ValidationFailed
 from ..extensions import db
 from ..models import Environment, Flag, Metric, Segment
-from ..schemas.documents import DocumentSchema, flatten
+from ..schemas.common import flatten_messages
+from ..schemas.documents import DocumentSchema
 from .document import canonical_flag, canonical_metric, canonical_segment, canonical_targeting
 from .export import flag_entry, metric_entry, segment_entry
 
@@ -78,7 +79,7 @@ def load(raw) -> dict:
     try:
         document = DocumentSchema().load(raw)
     except ma.ValidationError as exc:
-        raise ValidationFailed("The document is invalid.", flatten(exc.messages)) from None
+        raise ValidationFailed("The document is invalid.", flatten_messages(exc.messages)) from None
     errors: dict[str, list[str]] = {}
     for section in SECTIONS:
         seen: dict[str, int] = {}
