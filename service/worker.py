@@ -38,6 +38,7 @@ from prometheus_client.core import GaugeMetricFamily
 from .domain import rollouts, schedules
 from .extensions import db
 from .models.types import utcnow
+from .observability import SCRAPE_REGISTRY
 
 log = logging.getLogger("pitcrew.worker")
 MAX_BACKOFF = 30.0
@@ -140,7 +141,5 @@ def init_app(app) -> None:
     global _registered
     app.cli.add_command(worker_command)
     if not _registered:
-        from .observability import SCRAPE_REGISTRY
-
         SCRAPE_REGISTRY.register(QueueCollector())
         _registered = True

@@ -37,6 +37,7 @@ from .diff import json_diff
 from .environments import get as get_environment
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
 from .pagination import Page, paginate
+from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
 ACTIVE = ("open", "approved", "scheduled")
@@ -81,8 +82,8 @@ def proposed_targeting(flag: Flag, environment: Environment, request: ChangeRequ
     if request.rollout is not None:
         return flag_domain.targeting_for(flag, environment)
     if request.targeting is not None:
-        return flag_domain._normalise_targeting(request.targeting)
-    return flag_domain._normalise_targeting({**flag_domain.targeting_for(flag, environment), **request.patch})
+        return normalise_targeting(request.targeting)
+    return normalise_targeting({**flag_domain.targeting_for(flag, environment), **request.patch})
 
 
 def to_dict(request: ChangeRequest) -> dict:
@@ -141,7 +142,7 @@ def _validate(flag: Flag, environment: Environment, request: ChangeRequest) -> N
             raise
         return
     prefix = "targeting" if request.targeting is not None else "patch"
-    flag_domain._check_targeting(flag, environment, proposed_targeting(flag, environment, request),
+    flag_domain.check_targeting(flag, environment, proposed_targeting(flag, environment, request),
                                  flag.variations, prefix)
 
 

@@ -22,6 +22,8 @@ from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
 from .locking import for_update, share
 from .pagination import LIKE_ESCAPE, Page, contains_pattern, paginate, paginate_tagged
+from .targeting import default_targeting
+from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
 KINDS = ("boolean", "string", "number", "json")
@@ -51,21 +53,6 @@ def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bo
         stmt = stmt.where(sa.or_(*(sa.func.lower(column).like(needle, escape=LIKE_ESCAPE)
                                    for column in (Flag.key, Flag.name, Flag.description))))
     return paginate_tagged(stmt, Flag.id, Flag.tags, tag, limit=limit, cursor=cursor)
-
-
-def default_targeting(variations: list[dict]) -> dict:
-    """Targeting of a flag in an environment nobody has configured: off.
-
-    Like LaunchDarkly: off serves the last variation (``false`` for a
-    boolean), and once enabled the fallthrough serves the first (``true``).
-    """
-    keys = [v["key"] for v in variations]
-    off, on = keys[-1], keys[0]
-    by_value = {v["value"]: v["key"] for v in variations if isinstance(v["value"], bool)}
-    if len(by_value) == 2:
-        off, on = by_value[False], by_value[True]
-    return {"enabled": False, "off_variation": off, "prerequisites": [], "targets": [], "rules": [],
-            "fallthrough": {"variation": on}}
 
 
 def _environments() -> list[Environment]:
@@ -241,8 +228,10 @@ def _limit_errors(targeting: dict) -> list[tuple[str, str]]:
     return errors
 
 
-def _check_targeting(flag: Flag, environment: Environment, targeting: dict, variations: list[dict],
-                     prefix: str = "") -> None:
+def check_targeting(flag: Flag, environment: Environment, targeting: dict, variations: list[dict],
+                    prefix: str = "") -> None:
+    """ValidationFailed (details under ``prefix``) unless ``targeting`` may be stored for the flag there:
+    limits, the engine's structural checks, then the references only the database knows."""
     keys = {v["key"] for v in variations}
     errors = _limit_errors(targeting) or validate_targeting(targeting, variations=keys)
     if not errors:
@@ -368,13 +357,6 @@ def get_targeting(key: str, environment_key: str) -> tuple[Flag, dict]:
     return flag, targeting_for(flag, get_environment(environment_key))
 
 
-def _normalise_targeting(targeting: dict) -> dict:
-    """Fill the optional lists so stored targeting always has every field."""
-    return {"enabled": targeting.get("enabled"), "off_variation": targeting.get("off_variation"),
-            "prerequisites": targeting.get("prerequisites") or [], "targets": targeting.get("targets") or [],
-            "rules": targeting.get("rules") or [], "fallthrough": targeting.get("fallthrough")}
-
-
 def _store_targeting(flag: Flag, environment: Environment, targeting: dict) -> None:
     row = _rows(flag).get(environment.id)
     if row is None:
@@ -404,8 +386,8 @@ def patch_targeting(actor: Actor, key: str, environment_key: str, changes: dict,
 
 def _replace_targeting(actor: Actor, flag: Flag, environment: Environment, targeting: dict,
                        action: str = "update_targeting") -> tuple[Flag, dict]:
-    targeting = _normalise_targeting(targeting)
-    _check_targeting(flag, environment, targeting, flag.variations)
+    targeting = normalise_targeting(targeting)
+    check_targeting(flag, environment, targeting, flag.variations)
     before = snapshot(flag)
     old = targeting_for(flag, environment)
     _store_targeting(flag, environment, targeting)
@@ -462,7 +444,7 @@ def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, e
         return
     before = snapshot(flag)
     old = targeting
-    new = {**_normalise_targeting(targeting), "rules": list(targeting.get("rules") or []) + [{
+    new = {**normalise_targeting(targeting), "rules": list(targeting.get("rules") or []) + [{
         "id": f"experiment-{experiment_key}", "description": f"Experiment {experiment_key}",
         "conditions": [], "serve": {"experiment": experiment_key}}]}
     _store_targeting(flag, environment, new)
@@ -485,7 +467,7 @@ def remove_experiment_rule(actor: Actor, flag: Flag, environment: Environment, e
     if rules == (targeting.get("rules") or []) and fallthrough == targeting.get("fallthrough"):
         return
     before = snapshot(flag)
-    new = {**_normalise_targeting(targeting), "rules": rules, "fallthrough": fallthrough}
+    new = {**normalise_targeting(targeting), "rules": rules, "fallthrough": fallthrough}
     _store_targeting(flag, environment, new)
     _record(actor, flag, "remove_experiment_rule", before=before, environment=environment.key,
             audit_before=targeting, audit_after=new)

@@ -32,6 +32,7 @@ from .concurrency import begin_exclusive, locked, save
 from .environments import get as get_environment
 from .errors import Conflict, DomainError, NotFound, ValidationFailed
 from .pagination import Page, paginate
+from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
 WORKER = "worker"
@@ -121,8 +122,8 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
     patch = data["patch"]
     if not patch:
         raise ValidationFailed("The patch is empty.", {"patch": ["Give at least one targeting field."]})
-    targeting = flag_domain._normalise_targeting({**flag_domain.targeting_for(flag, environment), **patch})
-    flag_domain._check_targeting(flag, environment, targeting, flag.variations, "patch")
+    targeting = normalise_targeting({**flag_domain.targeting_for(flag, environment), **patch})
+    flag_domain.check_targeting(flag, environment, targeting, flag.variations, "patch")
     item = ScheduledChange(flag_id=flag.id, environment_id=environment.id, at=at, state="pending", patch=patch,
                            author=actor.name, comment=data.get("comment") or "")
     db.session.add(item)
