@@ -34,3 +34,19 @@ def test_sdk_keys_create_and_revoke(admin):
     assert admin.delete(f"/api/v1/environments/production/sdk-keys/{created.json['id']}").status_code == 404
     assert admin.delete(f"/api/v1/environments/staging/sdk-keys/{created.json['id']}").status_code == 204
     assert admin.get("/api/v1/environments/staging").json["sdk_keys"] == []
+
+
+def test_if_match_names_one_version_as_an_etag(admin):
+    """werkzeug parses If-Match: a weak tag names the same version, '*' is no precondition,
+    anything but one version ETag is a 400 that changes nothing."""
+    assert admin.post("/api/v1/environments", json={"key": "qa", "name": "QA"}).status_code == 201
+    for bad in ('"1", "2"', "abc", '""', "", '"\u00b3"', '"1'):
+        response = admin.patch("/api/v1/environments/qa", json={"name": "bad"}, headers={"If-Match": bad})
+        assert response.status_code == 400, (bad, response.json)
+        assert response.json["error"]["details"] == {"If-Match": ["Not a version ETag."]}, bad
+    assert admin.get("/api/v1/environments/qa").json["name"] == "QA"
+    assert admin.patch("/api/v1/environments/qa", json={"name": "Q"}, headers={"If-Match": 'W/"2"'}).status_code == 412
+    weak = admin.patch("/api/v1/environments/qa", json={"name": "Q1"}, headers={"If-Match": 'W/"1"'})
+    assert weak.status_code == 200 and weak.headers["ETag"] == '"2"'
+    star = admin.patch("/api/v1/environments/qa", json={"name": "Q2"}, headers={"If-Match": "*"})
+    assert star.status_code == 200 and star.headers["ETag"] == '"3"'
