@@ -1,7 +1,10 @@
 """Small helpers shared by the admin handlers."""
 
+from collections.abc import Callable
+
 from flask import request
 
+from ..domain.pagination import Page
 from ..errors import ApiError
 
 
@@ -26,5 +29,11 @@ def etag(version: int) -> dict:
     return {"ETag": f'"{version}"'}
 
 
-def page(result) -> dict:
-    return {"items": result.items, "next_cursor": result.next_cursor}
+def page(result: Page, serialise: Callable[[list], list] | None = None) -> dict:
+    """The list envelope ``{items, next_cursor}`` of one page.
+
+    ``serialise`` turns the page's rows into dicts all at once (a domain's
+    ``to_dicts``, which loads what the rows refer to in a fixed number of
+    queries); without it the response schema dumps the rows themselves."""
+    items = serialise(result.items) if serialise else result.items
+    return {"items": items, "next_cursor": result.next_cursor}

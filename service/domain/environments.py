@@ -1,4 +1,5 @@
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from ..extensions import db
 from ..models import Environment
@@ -42,7 +43,9 @@ def get(key: str, *, lock: bool = False) -> Environment:
 
 
 def list_environments(*, limit: int = 50, cursor: str | None = None) -> Page:
-    return paginate(sa.select(Environment), Environment.id, limit=limit, cursor=cursor)
+    """A page of environments, each with its SDK keys (loaded with the page)."""
+    stmt = sa.select(Environment).options(selectinload(Environment.sdk_keys))
+    return paginate(stmt, Environment.id, limit=limit, cursor=cursor)
 
 
 def create(actor: Actor, data: dict) -> Environment:

@@ -64,14 +64,30 @@ def get(key: str, *, lock: bool = False) -> Experiment:
     return experiment
 
 
-def _keys(experiment: Experiment) -> tuple[str, str]:
-    flag_key = db.session.scalar(sa.select(Flag.key).where(Flag.id == experiment.flag_id))
-    env_key = db.session.scalar(sa.select(Environment.key).where(Environment.id == experiment.environment_id))
-    return flag_key, env_key
+def _keys_by_id(model, ids) -> dict[int, str]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return dict(db.session.execute(sa.select(model.id, model.key).where(model.id.in_(wanted))).all())
+
+
+def _environment_key(experiment: Experiment) -> str:
+    return _keys_by_id(Environment, [experiment.environment_id])[experiment.environment_id]
+
+
+def to_dicts(experiments: list[Experiment]) -> list[dict]:
+    """The experiments as the API shows them; their flags' and environments' keys are read
+    once for all of them."""
+    flag_keys = _keys_by_id(Flag, (e.flag_id for e in experiments))
+    env_keys = _keys_by_id(Environment, (e.environment_id for e in experiments))
+    return [_to_dict(e, flag_keys[e.flag_id], env_keys[e.environment_id]) for e in experiments]
 
 
 def to_dict(experiment: Experiment) -> dict:
-    flag_key, env_key = _keys(experiment)
+    return to_dicts([experiment])[0]
+
+
+def _to_dict(experiment: Experiment, flag_key: str, env_key: str) -> dict:
     return {
         "key": experiment.key, "name": experiment.name, "hypothesis": experiment.hypothesis,
         "owner": experiment.owner, "tags": experiment.tags or [], "flag": flag_key, "environment": env_key,
@@ -191,7 +207,7 @@ def _finish(actor: Actor, experiment: Experiment, action: str, before: dict | No
     if before is not None:
         experiment.version += 1
     db.session.flush()
-    _, env_key = _keys(experiment)
+    env_key = _environment_key(experiment)
     audit.record(actor, action, "experiment", experiment.key, environment=env_key,
                  before=before, after=snapshot(experiment))
     if was_visible or _visible(experiment):
@@ -385,7 +401,7 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
         raise Conflict(f"Experiment '{key}' is running; stop it before deleting it.",
                        {"status": ["Is running."]})
     before = snapshot(experiment)
-    _, env_key = _keys(experiment)
+    env_key = _environment_key(experiment)
     was_visible = _visible(experiment)
     flag = for_update(Flag, Flag.id == experiment.flag_id)
     flag_domain.remove_experiment_rule(actor, flag, db.session.get(Environment, experiment.environment_id),

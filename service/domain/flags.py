@@ -10,6 +10,7 @@ import json
 import math
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from pitcrew.evaluation import validate_targeting
 from pitcrew.evaluation.validation import variations_errors
@@ -45,7 +46,7 @@ def get(key: str, *, lock: bool = False) -> Flag:
 
 def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bool | None = None,
                q: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
-    stmt = sa.select(Flag).where(Flag.archived.is_(bool(archived)))
+    stmt = sa.select(Flag).options(selectinload(Flag.targeting)).where(Flag.archived.is_(bool(archived)))
     if owner:
         stmt = stmt.where(Flag.owner == owner)
     if q:
@@ -68,7 +69,8 @@ def targeting_for(flag: Flag, environment: Environment) -> dict:
     return row.targeting if row is not None else default_targeting(flag.variations)
 
 
-def snapshot(flag: Flag) -> dict:
+def snapshot(flag: Flag, environments: list[Environment] | None = None) -> dict:
+    """The flag with its targeting in every environment (``environments``: all of them, if already loaded)."""
     rows = _rows(flag)
     return {
         "key": flag.key, "name": flag.name, "description": flag.description, "kind": flag.kind,
@@ -76,14 +78,21 @@ def snapshot(flag: Flag) -> dict:
         "temporary": flag.temporary, "archived": flag.archived,
         "environments": {
             env.key: rows[env.id].targeting if env.id in rows else default_targeting(flag.variations)
-            for env in _environments()
+            for env in (_environments() if environments is None else environments)
         },
     }
 
 
+def to_dicts(flags: list[Flag]) -> list[dict]:
+    """The flags as the API shows them; the environments are read once for all of them (list_flags
+    loads each flag's targeting with the page)."""
+    environments = _environments()
+    return [{**snapshot(flag, environments), "version": flag.version, "created_at": flag.created_at,
+             "updated_at": flag.updated_at} for flag in flags]
+
+
 def to_dict(flag: Flag) -> dict:
-    return {**snapshot(flag), "version": flag.version, "created_at": flag.created_at,
-            "updated_at": flag.updated_at}
+    return to_dicts([flag])[0]
 
 
 def history(key: str, *, limit: int = 50, cursor: str | None = None) -> Page:

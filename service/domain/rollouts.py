@@ -49,7 +49,7 @@ from .announce import announce
 from .concurrency import begin_exclusive, locked, save
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, by_id, paginate
 from .versioning import check_version
 
 TOTAL = 10000
@@ -112,16 +112,40 @@ def check_to_dict(check: RolloutCheck) -> dict:
             "decision": check.decision, "units": check.units, "metrics": check.metrics}
 
 
+def checks_to_dicts(checks: list[RolloutCheck]) -> list[dict]:
+    return [check_to_dict(c) for c in checks]
+
+
 def _step_end(rollout: Rollout) -> datetime:
     return rollout.step_started_at + timedelta(hours=rollout.steps[rollout.step_index]["hold_hours"])
 
 
+def _latest_checks(rollout_ids) -> dict[int, RolloutCheck]:
+    """{rollout id: its latest check}, in one query."""
+    wanted = set(rollout_ids)
+    if not wanted:
+        return {}
+    latest = (sa.select(sa.func.max(RolloutCheck.id)).where(RolloutCheck.rollout_id.in_(wanted))
+              .group_by(RolloutCheck.rollout_id))
+    return {c.rollout_id: c for c in db.session.scalars(sa.select(RolloutCheck).where(RolloutCheck.id.in_(latest)))}
+
+
+def to_dicts(rollouts: list[Rollout]) -> list[dict]:
+    """The rollouts as the API shows them; what they refer to is read once for all of them."""
+    flags = by_id(Flag, (r.flag_id for r in rollouts))
+    environments = by_id(Environment, (r.environment_id for r in rollouts))
+    experiments = by_id(Experiment, (r.experiment_id for r in rollouts if r.experiment_id))
+    checks = _latest_checks(r.id for r in rollouts)
+    return [_to_dict(r, flags[r.flag_id], environments[r.environment_id], experiments.get(r.experiment_id),
+                     checks.get(r.id)) for r in rollouts]
+
+
 def to_dict(rollout: Rollout) -> dict:
-    flag = db.session.get(Flag, rollout.flag_id)
-    environment = db.session.get(Environment, rollout.environment_id)
-    experiment = db.session.get(Experiment, rollout.experiment_id) if rollout.experiment_id else None
-    latest = db.session.scalars(sa.select(RolloutCheck).where(RolloutCheck.rollout_id == rollout.id)
-                                .order_by(RolloutCheck.id.desc()).limit(1)).first()
+    return to_dicts([rollout])[0]
+
+
+def _to_dict(rollout: Rollout, flag: Flag, environment: Environment, experiment: Experiment | None,
+             latest: RolloutCheck | None) -> dict:
     running = rollout.state == "running"
     return {
         "id": rollout.id, "flag": flag.key, "environment": environment.key, "state": rollout.state,

@@ -31,7 +31,7 @@ from .announce import announce
 from .concurrency import begin_exclusive, locked, save
 from .environments import get as get_environment
 from .errors import Conflict, DomainError, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, by_id, paginate
 from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
@@ -73,10 +73,20 @@ def get(flag_key: str, environment_key: str, schedule_id: int, *, lock: bool = F
     return item
 
 
+def to_dicts(items: list[ScheduledChange]) -> list[dict]:
+    """The scheduled changes as the API shows them; what they refer to is read once for all of them."""
+    flags = by_id(Flag, (i.flag_id for i in items))
+    environments = by_id(Environment, (i.environment_id for i in items))
+    requests = by_id(ChangeRequest, (i.change_request_id for i in items if i.change_request_id))
+    return [_to_dict(i, flags[i.flag_id], environments[i.environment_id], requests.get(i.change_request_id))
+            for i in items]
+
+
 def to_dict(item: ScheduledChange) -> dict:
-    flag = db.session.get(Flag, item.flag_id)
-    environment = db.session.get(Environment, item.environment_id)
-    request = db.session.get(ChangeRequest, item.change_request_id) if item.change_request_id else None
+    return to_dicts([item])[0]
+
+
+def _to_dict(item: ScheduledChange, flag: Flag, environment: Environment, request: ChangeRequest | None) -> dict:
     return {
         "id": item.id, "flag": flag.key, "environment": environment.key, "at": item.at, "state": item.state,
         "kind": "change_request" if request else "patch",

@@ -28,6 +28,10 @@ def to_dict(segment: Segment) -> dict:
             "updated_at": segment.updated_at}
 
 
+def to_dicts(segments: list[Segment]) -> list[dict]:
+    return [to_dict(s) for s in segments]
+
+
 def get(key: str, *, lock: bool = False) -> Segment:
     """The segment; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
     if lock:

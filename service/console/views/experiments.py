@@ -64,7 +64,7 @@ def experiments():
     if status not in STATUSES:
         status = None
     page = domain.list_experiments(status=status, limit=100, cursor=request.args.get("cursor") or None)
-    items = [domain.to_dict(e) for e in page.items]
+    items = domain.to_dicts(page.items)
     return render_template("console/experiments/list.html", title="Experiments", items=items, status=status,
                            statuses=STATUSES, next_cursor=page.next_cursor)
 
