@@ -22,8 +22,9 @@ counts (``evaluations``) are summed into ``flag_evaluations`` per UTC day in
 the same transaction; they are validated leniently (bad entries are skipped)
 and, having no ids, are counted again when an SDK retries a batch.
 
-Nothing here imports Flask: the HTTP layer (``service/sdk_api/events.py``)
-decodes the body and calls :func:`ingest`.
+No HTTP here: the HTTP layer (``service/sdk_api/events.py``) decodes the
+body and calls :func:`ingest`, which writes through Flask-SQLAlchemy's
+``db.session`` (so it runs inside an application context).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ environment's targeting; each write stores a full snapshot in
 ruleset version of the environments whose rulesets it changes.
 """
 
+import graphlib
 import json
 import math
 
@@ -192,35 +193,29 @@ def _reference_errors(flag: Flag, environment: Environment, targeting: dict) -> 
 
 
 def _prerequisite_cycle(flag: Flag, environment: Environment, targeting: dict) -> list[str] | None:
+    """A prerequisite cycle reachable from ``flag`` once ``targeting`` is stored, as ``[a, b, ..., a]``
+    (each flag needs the next), or None."""
     rows = db.session.execute(
         sa.select(Flag.key, FlagTargeting.targeting)
         .join(FlagTargeting, FlagTargeting.flag_id == Flag.id)
         .where(FlagTargeting.environment_id == environment.id)
     ).all()
-    graph = {key: [p.get("flag") for p in (t.get("prerequisites") or [])] for key, t in rows}
-    graph[flag.key] = [p.get("flag") for p in targeting.get("prerequisites") or []]
-
-    path: list[str] = []
-    visiting: set[str] = set()
-    done: set[str] = set()
-
-    def visit(key: str) -> list[str] | None:
-        if key in visiting:
-            return path[path.index(key):] + [key]
-        if key in done:
-            return None
-        visiting.add(key)
-        path.append(key)
-        for nxt in graph.get(key, []):
-            found = visit(nxt)
-            if found:
-                return found
-        path.pop()
-        visiting.discard(key)
-        done.add(key)
-        return None
-
-    return visit(flag.key)
+    needs = {key: [p.get("flag") for p in (t.get("prerequisites") or [])] for key, t in rows}
+    needs[flag.key] = [p.get("flag") for p in targeting.get("prerequisites") or []]
+    reachable, stack = set(), [flag.key]
+    while stack:
+        key = stack.pop()
+        if key not in reachable:
+            reachable.add(key)
+            stack.extend(needs.get(key, []))
+    try:
+        graphlib.TopologicalSorter({key: needs.get(key, []) for key in reachable}).prepare()
+    except graphlib.CycleError as exc:
+        cycle = list(reversed(exc.args[1]))[:-1]  # graphlib walks it backwards; drop the repeated end
+        start = cycle.index(flag.key) if flag.key in cycle else 0
+        cycle = cycle[start:] + cycle[:start]
+        return [*cycle, cycle[0]]
+    return None
 
 
 def _limit_errors(targeting: dict) -> list[tuple[str, str]]:

@@ -18,6 +18,8 @@ import pytest
 
 from service.analysis import stats
 
+from ..analysis.reference import ratio_stats_from_values, sample_stats_from_values
+
 TODAY = datetime.now(UTC).date()
 START = datetime.combine(TODAY - timedelta(days=4), time(6), tzinfo=UTC)
 
@@ -84,9 +86,9 @@ class Population:
                 ys.append(float(sum(purchases)))
             ds.append(float(sum(1 for name, _ in seen if name == "view")))
         if metric_type == "ratio":
-            return stats.ratio_moments(stats.ratio_stats_from_values(ys, ds))
+            return stats.ratio_moments(ratio_stats_from_values(ys, ds))
         moments = stats.proportion_moments if metric_type == "conversion" else stats.mean_moments
-        return moments(stats.sample_stats_from_values(ys))
+        return moments(sample_stats_from_values(ys))
 
 
 @pytest.fixture
