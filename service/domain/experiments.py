@@ -17,10 +17,18 @@ Rules (beyond the schemas):
   a ``PATCH`` may also set on a stopped or concluded experiment;
 * only non-running experiments can be deleted; their exposures go with them.
 
+Defaults that do what a PM means: the variations are all the flag's, equal
+weights; the control is the flag's ``off_variation`` in the experiment's
+environment when it is one of them (what users get today), else the first.
+
 Creating an experiment adds its rule to the flag's targeting in its
-environment (unless a rule or the fallthrough already serves it). Every
-change writes an audit entry; changes to what SDKs see (anything while the
-experiment is running or released) bump the environment's ruleset version.
+environment (unless a rule or the fallthrough already serves it), where the
+request's ``audience`` says (``domain/targeting.experiment_rule``): after the
+existing rules by default, so targeting that exists keeps precedence, as in
+LaunchDarkly and GrowthBook; the experiment's ``audience`` (read from the
+targeting) shows which rules come first. Every change writes an audit
+entry; changes to what SDKs see (anything while the experiment is running
+or released) bump the environment's ruleset version.
 """
 
 import sqlalchemy as sa
@@ -29,7 +37,7 @@ from ..analysis import power, queries
 from ..analysis import results as analysis
 from ..analysis.settings import DEFAULT_ANALYSIS, resolve
 from ..extensions import db
-from ..models import Environment, Event, Experiment, Flag
+from ..models import Environment, Event, Experiment, Flag, FlagTargeting
 from ..models.event import EXPOSURE
 from ..models.types import utcnow
 from . import Actor, audit, protection, ruleset_versions, unit_of_work
@@ -39,6 +47,7 @@ from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
 from .locking import for_update
 from .pagination import Page, paginate
+from .targeting import experiment_audience
 from .versioning import check_version
 
 TOTAL_WEIGHT = 10000
@@ -75,24 +84,36 @@ def _environment_key(experiment: Experiment) -> str:
     return _keys_by_id(Environment, [experiment.environment_id])[experiment.environment_id]
 
 
+def _audiences(experiments: list[Experiment]) -> dict[int, dict | None]:
+    """{experiment id: its audience in its flag's targeting} (one query for all of them)."""
+    pairs = {(e.flag_id, e.environment_id) for e in experiments}
+    if not pairs:
+        return {}
+    rows = db.session.execute(sa.select(FlagTargeting.flag_id, FlagTargeting.environment_id, FlagTargeting.targeting)
+                              .where(FlagTargeting.flag_id.in_({f for f, _ in pairs}))).all()
+    stored = {(f, e): t for f, e, t in rows if (f, e) in pairs}
+    return {e.id: experiment_audience(stored.get((e.flag_id, e.environment_id)) or {}, e.key) for e in experiments}
+
+
 def to_dicts(experiments: list[Experiment]) -> list[dict]:
-    """The experiments as the API shows them; their flags' and environments' keys are read
-    once for all of them."""
+    """The experiments as the API shows them; their flags' and environments' keys and the targeting
+    that gives each its audience are read once for all of them."""
     flag_keys = _keys_by_id(Flag, (e.flag_id for e in experiments))
     env_keys = _keys_by_id(Environment, (e.environment_id for e in experiments))
-    return [_to_dict(e, flag_keys[e.flag_id], env_keys[e.environment_id]) for e in experiments]
+    audiences = _audiences(experiments)
+    return [_to_dict(e, flag_keys[e.flag_id], env_keys[e.environment_id], audiences[e.id]) for e in experiments]
 
 
 def to_dict(experiment: Experiment) -> dict:
     return to_dicts([experiment])[0]
 
 
-def _to_dict(experiment: Experiment, flag_key: str, env_key: str) -> dict:
+def _to_dict(experiment: Experiment, flag_key: str, env_key: str, audience: dict | None) -> dict:
     return {
         "key": experiment.key, "name": experiment.name, "hypothesis": experiment.hypothesis,
         "owner": experiment.owner, "tags": experiment.tags or [], "flag": flag_key, "environment": env_key,
         "variations": experiment.variations, "control": experiment.control, "traffic": experiment.traffic,
-        "unit": experiment.unit, "layer": experiment.layer, "salt": experiment.salt,
+        "unit": experiment.unit, "layer": experiment.layer, "salt": experiment.salt, "audience": audience,
         "primary_metric": experiment.primary_metric, "secondary_metrics": experiment.secondary_metrics or [],
         "guardrail_metrics": experiment.guardrail_metrics or [], "dimensions": experiment.dimensions or [],
         "analysis": resolve(experiment.analysis), "status": experiment.status,
@@ -236,10 +257,13 @@ def create(actor: Actor, data: dict) -> Experiment:
     given = data.get("variations")
     arms = _default_arms(flag) if given is None else [{"variation": a["variation"], "weight": a["weight"]}
                                                       for a in given]
+    off = flag_domain.targeting_for(flag, environment).get("off_variation")
+    arm_keys = [a["variation"] for a in arms]
+    default_control = off if off in arm_keys else (arm_keys[0] if arm_keys else "")
     values = {
         "name": data.get("name") or key, "hypothesis": data.get("hypothesis") or "",
         "owner": data.get("owner"), "tags": data.get("tags") or [],
-        "variations": arms, "control": data.get("control") or (arms[0]["variation"] if arms else ""),
+        "variations": arms, "control": data.get("control") or default_control,
         "traffic": data.get("traffic", TOTAL_WEIGHT), "unit": data.get("unit") or "id",
         "layer": data.get("layer"), "salt": data.get("salt") or key,
         "primary_metric": data.get("primary_metric"),
@@ -253,7 +277,7 @@ def create(actor: Actor, data: dict) -> Experiment:
                             **values)
     db.session.add(experiment)
     db.session.flush()
-    flag_domain.ensure_experiment_rule(actor, flag, environment, key)
+    flag_domain.ensure_experiment_rule(actor, flag, environment, key, data.get("audience"))
     return _finish(actor, experiment, "create", None, False)
 
 

@@ -24,7 +24,7 @@ from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
 from .locking import for_update, share
 from .pagination import LIKE_ESCAPE, Page, contains_pattern, paginate, paginate_tagged
-from .targeting import default_targeting
+from .targeting import DEFAULT_AUDIENCE, default_targeting, experiment_audience, experiment_rule
 from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
@@ -436,25 +436,38 @@ def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) 
     return flag
 
 
-def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str) -> None:
-    """Make the flag's targeting in ``environment`` serve the experiment (the caller locked ``flag`` and commits).
+def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str,
+                           audience: dict | None = None) -> dict:
+    """Make the flag's targeting in ``environment`` serve the experiment; return its audience
+    (``targeting.experiment_audience``). The caller locked ``flag`` and commits.
 
-    Appends ``{"id": "experiment-<key>", "conditions": [], "serve": {"experiment": key}}``
-    unless a rule or the fallthrough already serves it.
+    ``audience`` (default ``{"position": "last"}``) says where the experiment's rule goes and whose
+    audience it takes (``targeting.experiment_rule``). Nothing changes when a rule or the fallthrough
+    already serves the experiment. A draft's rule is skipped by SDKs, so adding it changes no one's
+    variation until the experiment starts.
     """
     targeting = targeting_for(flag, environment)
-    serves = [r.get("serve") or {} for r in targeting.get("rules") or []] + [targeting.get("fallthrough") or {}]
-    if any(s.get("experiment") == experiment_key for s in serves):
-        return
+    found = experiment_audience(targeting, experiment_key)
+    if found is not None:
+        return found
+    rules = list(targeting.get("rules") or [])
+    placed = experiment_rule(targeting, experiment_key, audience or DEFAULT_AUDIENCE,
+                             max_id_chars=limits.RULE_ID_CHARS, environment=environment.key)
+    if isinstance(placed, str):
+        raise ValidationFailed("The experiment's audience is invalid.", {"audience.rule_id": [placed]})
+    if len(rules) >= limits.RULES_PER_FLAG:
+        raise ValidationFailed("The experiment's audience is invalid.", {"audience": [
+            f"The flag's targeting in {environment.key} already has {len(rules)} rules, the most allowed; "
+            "name an existing rule's audience in a targeting write, or remove a rule first."]})
+    index, rule = placed
+    new = {**normalise_targeting(targeting), "rules": [*rules[:index], rule, *rules[index:]]}
+    check_targeting(flag, environment, new, flag.variations, "audience")
     before = snapshot(flag)
-    old = targeting
-    new = {**normalise_targeting(targeting), "rules": list(targeting.get("rules") or []) + [{
-        "id": f"experiment-{experiment_key}", "description": f"Experiment {experiment_key}",
-        "conditions": [], "serve": {"experiment": experiment_key}}]}
     _store_targeting(flag, environment, new)
     _record(actor, flag, "add_experiment_rule", before=before, environment=environment.key,
-            audit_before=old, audit_after=new)
+            audit_before=targeting, audit_after=new)
     ruleset_versions.bump([environment.id])
+    return experiment_audience(new, experiment_key)
 
 
 def remove_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str) -> None:

@@ -10,6 +10,7 @@ from ...analysis.settings import CORRECTIONS, DEFAULT_ANALYSIS, ENGINES
 from ...domain import experiments as domain
 from ...domain import flags as flag_domain
 from ...domain import metrics as metric_domain
+from ...domain.errors import DomainError
 from ...domain.experiments import OUTCOMES
 from ...models import STATUSES
 from ...schemas.experiments import ConcludeSchema, ExperimentPatchSchema, ExperimentSchema
@@ -98,26 +99,67 @@ def _common_from_form(form) -> dict:
             "analysis": _analysis_from_form(form)}
 
 
+AUDIENCES = [("last", "After the flag's rules: contexts that no rule matches (existing targeting keeps "
+                      "precedence)"),
+             ("first", "Before the flag's rules: every context but individual targets")]
+
+
+def _audiences(flag_key: str, env_key: str) -> list[tuple[str, str]]:
+    """The audience choices: first, last, and the audience of each rule of the flag in the environment."""
+    choices = list(AUDIENCES)
+    if not flag_key or not env_key:
+        return choices
+    try:
+        _, targeting = flag_domain.get_targeting(flag_key, env_key)
+    except DomainError:
+        return choices
+    for rule in targeting.get("rules") or []:
+        about = f": {rule['description']}" if rule.get("description") else ""
+        choices.append((f"rule:{rule['id']}", f"The audience of rule {rule['id']}{about} (right before it)"))
+    return choices
+
+
+def _audience_from_form(choice: str) -> dict:
+    if choice.startswith("rule:"):
+        return {"rule_id": choice.removeprefix("rule:")}
+    return {"position": "first" if choice == "first" else "last"}
+
+
+def _describe_audience(audience: dict | None) -> str:
+    if audience is None:
+        return "no rule serves it"
+    before = audience["preceded_by"]
+    where = f"rule {audience['position'] + 1} of the flag's targeting"
+    return f"{where}, after {', '.join(before)} (their contexts do not enter it)" if before else f"{where}, first"
+
+
 @bp.route("/experiments/new", methods=["GET", "POST"])
 def experiment_new():
     flags, environments, metrics = _choices()
-    doc = {"key": "", "flag": request.args.get("flag", ""), "environment": "production" if "production" in
-           environments else (environments[0] if environments else ""), "analysis": DEFAULT_ANALYSIS}
+    environment = request.args.get("environment", "")
+    if environment not in environments:
+        environment = "production" if "production" in environments else (environments[0] if environments else "")
+    doc = {"key": "", "flag": request.args.get("flag", ""), "environment": environment, "analysis": DEFAULT_ANALYSIS}
+    choice = "last"
     errors, status = FieldErrors(), 200
     if request.method == "POST":
         doc = {**_common_from_form(request.form), "key": request.form.get("key", "").strip(),
                "flag": request.form.get("flag", ""), "environment": request.form.get("environment", "")}
+        choice = request.form.get("audience", "last")
         data = {k: v for k, v in doc.items() if not (k == "name" and v is None)}
+        data["audience"] = _audience_from_form(choice)
         outcome = attempt(lambda: domain.create(actor(), load(ExperimentSchema(), data)))
         if outcome.ok:
-            flash(f"Created draft experiment {outcome.value.key}; its rule was added to the flag's targeting.",
+            audience = domain.to_dict(outcome.value)["audience"]
+            flash(f"Created draft experiment {outcome.value.key}; its rule is {_describe_audience(audience)}.",
                   "success")
             return redirect(url_for("console.experiment", key=outcome.value.key), 303)
         errors, status = outcome.errors, 400
         doc["analysis"] = {**DEFAULT_ANALYSIS, **doc["analysis"]}
     return render_template("console/experiments/new.html", title="New experiment", doc=doc, errors=errors,
                            flags=flags, environments=environments, metrics=metrics, engines=ENGINES,
-                           corrections=CORRECTIONS), status
+                           corrections=CORRECTIONS, audiences=_audiences(doc["flag"], doc["environment"]),
+                           audience=choice), status
 
 
 # ---------------------------------------------------------------- an experiment
