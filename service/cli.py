@@ -31,7 +31,8 @@ def create_token(role: str, name: str) -> None:
 def dev_token(path: str) -> None:
     """Print the development admin token, creating it (and the file) if needed."""
     if os.path.exists(path):
-        secret = open(path).read().strip()
+        with open(path) as handle:
+            secret = handle.read().strip()
         if token_domain.find_token(secret) is not None:
             click.echo(secret)
             return

@@ -23,6 +23,7 @@ import threading
 import time
 
 import marshmallow as ma
+import psycopg
 import sqlalchemy as sa
 from flask import jsonify
 from prometheus_client import Counter
@@ -215,10 +216,6 @@ _SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "disk is 
 
 
 def _is_driver_operational(orig: BaseException) -> bool:
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
     return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
 
 
@@ -260,11 +257,6 @@ def register(app) -> None:
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(sa.exc.SQLAlchemyError, handle_database_error)
     app.register_error_handler(sqlite3.Error, handle_database_error)
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        app.register_error_handler(psycopg.Error, handle_database_error)
+    app.register_error_handler(psycopg.Error, handle_database_error)
     app.register_error_handler(OverflowError, handle_out_of_range)
     app.register_error_handler(Exception, handle_unexpected)

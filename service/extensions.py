@@ -57,7 +57,8 @@ class PitcrewParser(FlaskParser):
         messages = error.messages
         if isinstance(messages, dict) and len(messages) == 1:
             messages = next(iter(messages.values()))
-        raise ApiError(400, "validation_error", "The request is invalid.", flatten_messages(messages))
+        raise ApiError(400, "validation_error", "The request is invalid.",
+                       flatten_messages(messages))
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -38,6 +38,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from sqlalchemy.dialects import postgresql, sqlite
+
 from .domain import limits
 from .extensions import db
 from .models import FlagEvaluation
@@ -347,8 +349,7 @@ def _evaluation_counts(evaluations: list, now: datetime | None) -> dict:
         if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
             continue
         day = _day_of(entry.get("end") or entry.get("start"), today)
-        if day > today:
-            day = today
+        day = min(day, today)
         key = (flag, variation, day)
         counts[key] = counts.get(key, 0) + min(count, 10**12)
     return counts
@@ -356,10 +357,7 @@ def _evaluation_counts(evaluations: list, now: datetime | None) -> dict:
 
 def _store_evaluations(environment_id: int, counts: dict) -> None:
     dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = datetime.now(UTC)
     table = FlagEvaluation.__table__
     # Sorted, so concurrent batches lock the same rows in the same order (no deadlocks).

@@ -1,4 +1,4 @@
-"""Data flows one way: the import graph of service/, sdk/pitcrew/ and edge/pitcrew_edge/ has no cycle.
+"""Data flows one way: the imports of service/, sdk/pitcrew/ and edge/pitcrew_edge/ form no cycle.
 
 The graph is built from the source (``ast``), not by importing anything:
 an edge ``a -> b`` for every first-party module ``b`` that ``a`` imports at
@@ -21,8 +21,8 @@ PACKAGES = {"service": ROOT / "service", "pitcrew": ROOT / "sdk" / "pitcrew",
             "pitcrew_edge": ROOT / "edge" / "pitcrew_edge"}
 SKIP = ("service/migrations/",)  # Alembic loads env.py and the revisions as scripts
 
-FACTORY = "the application factory imports what it mounts when it builds an app (Flask's factory pattern): " \
-          "importing `service` (gunicorn's config, the worker) does not load every view"
+FACTORY = ("the application factory imports what it mounts when it builds an app (Flask's "
+           "factory pattern): importing `service` (gunicorn's config, the worker) loads no view")
 DEFERRED = {
     ("service", "service.api"): FACTORY,
     ("service", "service.api.docs"): FACTORY,
@@ -31,21 +31,24 @@ DEFERRED = {
     ("service", "service.console"): FACTORY,
     ("service", "service.cli"): FACTORY,
     ("service.console", "service.console.session"):
-        "the console's modules import `bp` from their package: its hooks and routes register on it "
-        "when the console is mounted (init_app), so the package does not import them while it loads",
+        "the console's modules import `bp` from their package: its hooks and routes register "
+        "on it when the console is mounted (init_app), not while the package loads",
     ("service.console", "service.console.views"):
-        "as service.console.session: the views register their routes on the package's `bp` when mounted",
+        "as service.console.session: the views register their routes on `bp` when mounted",
     ("service.console.session", "service.console.nav"):
-        "console code (not changed here): nav has no imports back, the import could move to the top",
+        "console code (not changed here): no cycle, the import could move to the top",
     ("service.console.views.flags", "service.domain.segments"):
         "console code (not changed here): no cycle, the import could move to the top",
     ("service.delivery", "service.delivery_shared"):
-        "the shared-memory version table is created only where a process serves streams; its OSError "
-        "(no /dev/shm) is handled where it is created",
+        "the shared-memory version table is created only where a process serves streams; "
+        "its OSError (no /dev/shm) is handled where it is created",
     ("service.gunicorn_conf", "service.delivery_shared"):
-        "gunicorn's master loads this config module: the shared memory is created in its on_starting hook, "
-        "not when the config is read",
+        "gunicorn's master loads this config module: the shared memory is created in its "
+        "on_starting hook, not when the config is read",
 }
+
+
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 
 
 def module_name(package: str, root: Path, path: Path) -> str:
@@ -80,7 +83,7 @@ def imports(tree: ast.Module, name: str, is_package: bool, known) -> tuple[set[s
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 continue
-            inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+            inner = in_function or isinstance(child, FUNCTIONS)
             targets = []
             if isinstance(child, ast.Import):
                 targets = [alias.name for alias in child.names]
@@ -91,7 +94,8 @@ def imports(tree: ast.Module, name: str, is_package: bool, known) -> tuple[set[s
                 else:
                     module = child.module
                 # `from pkg import sub` imports the submodule; `from mod import name` the module.
-                targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in known else module for a in child.names]
+                targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in known else module
+                           for a in child.names]
             for target in targets:
                 found = resolve(target)
                 if found and found != name:
@@ -133,13 +137,15 @@ def test_each_import_inside_a_function_is_deliberate():
 def test_imports_inside_functions_hide_no_cycle_either():
     """With the deferred imports added, the only cycle left is the console registering its views."""
     edges, deferred = graph()
-    registration = {("service.console", "service.console.session"), ("service.console", "service.console.views")}
+    registration = {("service.console", "service.console.session"),
+                    ("service.console", "service.console.views")}
     for source, target in deferred - registration:
         edges[source] = edges[source] | {target}
     try:
         graphlib.TopologicalSorter(edges).prepare()
     except graphlib.CycleError as exc:
-        raise AssertionError(f"import cycle through a deferred import: {' -> '.join(exc.args[1])}") from None
+        cycle = " -> ".join(exc.args[1])
+        raise AssertionError(f"import cycle through a deferred import: {cycle}") from None
 
 
 def test_the_sdk_and_the_edge_never_import_the_service():

@@ -84,7 +84,8 @@ def measure(connection, experiment: Experiment, metrics: list[Metric]) -> tuple[
     for (variation, _), n in counts.units.items():
         units[variation] = units.get(variation, 0) + n
     specs = [metric_spec(m, NO_CUPED) for m in metrics]
-    cells = queries.metric_sums(connection, scope, specs, n_units=sum(units.values()), first_us=counts.first_us)
+    cells = queries.metric_sums(connection, scope, specs, n_units=sum(units.values()),
+                                first_us=counts.first_us)
     sums: dict = {}
     for (variation, _), by_metric in cells.items():
         for key, cell in by_metric.items():

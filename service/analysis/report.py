@@ -53,7 +53,7 @@ class Design:
     key: str
     status: str
     control: str
-    arms: tuple[tuple[str, int], ...]  # (variation key, weight in basis points), in the experiment's order
+    arms: tuple[tuple[str, int], ...]  # (variation key, weight in bps), the experiment's order
     primary_metric: str | None = None
 
     @property
@@ -84,9 +84,9 @@ def moments(metric_type: str, sums: dict[str, MetricSums], arms: list[str], cupe
     return {v: summarise(c.sample()) for v, c in cells.items()}
 
 
-def metric_entry(design: Design, metric: MetricInfo, dimension: dict | None, sums: dict[str, MetricSums],
-                 settings: dict) -> dict:
-    """One metric's entry (every variation, treatments compared with control), before corrections."""
+def metric_entry(design: Design, metric: MetricInfo, dimension: dict | None,
+                 sums: dict[str, MetricSums], settings: dict) -> dict:
+    """One metric's entry (every variation, treatments against control), before corrections."""
     arms = design.variations
     control = design.control
     found = moments(metric.type, sums, arms, bool(settings["cuped"]) and metric.type != "ratio")
@@ -146,7 +146,8 @@ def _verdicts(entry: dict, metric: MetricInfo, control: str, settings: dict) -> 
 
 def _power(design: Design, results: list[dict], units: dict, settings: dict) -> dict | None:
     """The primary metric's power block (``decisions.power_block``), or None without one."""
-    entry = next((e for e in results if e["metric"] == design.primary_metric and e["dimension"] is None), None)
+    entry = next((e for e in results
+                  if e["metric"] == design.primary_metric and e["dimension"] is None), None)
     if entry is None:
         return None
     control = next(v for v in entry["variations"] if v["variation"] == design.control)
@@ -161,60 +162,71 @@ def _percent(value) -> str:
     return "unknown" if value is None else f"{value:.1%}"
 
 
+def _check(check: str, status: str, message: str) -> dict:
+    return {"check": check, "status": status, "message": message}
+
+
 def _health(design: Design, units: dict, multiple: int, srm: stats.SrmResult, missing: list[str],
             settings: dict, metrics: list[MetricInfo], power: dict | None) -> list[dict]:
     checks = []
     total = sum(units.values())
     if srm.flagged:
-        checks.append({"check": "srm", "status": "failed", "message": (
-            f"Sample ratio mismatch: units per variation do not match the weights (p = {srm.p_value:.2g} < 0.001); "
-            "the assignment or the exposure logging is biased, so results are not trustworthy.")})
+        checks.append(_check("srm", "failed", (
+            "Sample ratio mismatch: units per variation do not match the weights "
+            f"(p = {srm.p_value:.2g} < 0.001); the assignment or the exposure logging is biased, "
+            "so results are not trustworthy.")))
     else:
-        checks.append({"check": "srm", "status": "ok", "message": f"Units match the weights (p = {srm.p_value:.3g})."})
+        checks.append(_check("srm", "ok", f"Units match the weights (p = {srm.p_value:.3g})."))
     if total == 0:
-        checks.append({"check": "exposures", "status": "warning", "message": (
-            "No exposures yet: is the flag enabled in this environment and serving the experiment's rule?")})
+        checks.append(_check("exposures", "warning", (
+            "No exposures yet: is the flag enabled in this environment and serving the "
+            "experiment's rule?")))
     else:
-        checks.append({"check": "exposures", "status": "ok", "message": f"{total} units in the analysis."})
+        checks.append(_check("exposures", "ok", f"{total} units in the analysis."))
     exposed = total + multiple
     if exposed and multiple / exposed > MULTIPLE_EXPOSURE_WARNING:
-        checks.append({"check": "multiple_exposures", "status": "warning", "message": (
-            f"{multiple} of {exposed} units ({multiple / exposed:.1%}) saw more than one variation and are "
-            "excluded; check that the unit attribute is stable.")})
+        checks.append(_check("multiple_exposures", "warning", (
+            f"{multiple} of {exposed} units ({multiple / exposed:.1%}) saw more than one variation "
+            "and are excluded; check that the unit attribute is stable.")))
     else:
-        checks.append({"check": "multiple_exposures", "status": "ok",
-                       "message": f"{multiple} units saw more than one variation (excluded)."})
+        checks.append(_check("multiple_exposures", "ok",
+                             f"{multiple} units saw more than one variation (excluded)."))
     smallest = min(units.values()) if units else 0
     if total and smallest < MIN_UNITS_PER_VARIATION:
-        checks.append({"check": "sample_size", "status": "warning", "message": (
+        checks.append(_check("sample_size", "warning", (
             f"A variation has only {smallest} units; estimates are unstable below "
-            f"{MIN_UNITS_PER_VARIATION}.")})
+            f"{MIN_UNITS_PER_VARIATION}.")))
     if missing:
-        checks.append({"check": "metrics", "status": "warning",
-                       "message": f"Metrics that do not exist (skipped): {', '.join(missing)}."})
+        checks.append(_check("metrics", "warning",
+                             f"Metrics that do not exist (skipped): {', '.join(missing)}."))
     if not design.primary_metric:
-        checks.append({"check": "primary_metric", "status": "warning", "message": "No primary metric is set."})
+        checks.append(_check("primary_metric", "warning", "No primary metric is set."))
     if power is not None and total:
-        if power["power"] is not None and power["power"] < decisions.TARGET_POWER:
-            still = power["units_still_needed"]
-            checks.append({"check": "power", "status": "warning", "message": (
-                f"Low power: with {total} units the test has {power['power']:.0%} power to detect a "
-                f"{power['target_mde']:.1%} relative change in {power['metric']}; the smallest change it can "
-                f"detect now (80 % power) is {_percent(power['mde_now'])}"
-                + (f"; about {still} more units are needed." if still else "."))})
-        elif power["power"] is not None:
-            checks.append({"check": "power", "status": "ok", "message": (
-                f"{power['power']:.0%} power to detect a {power['target_mde']:.1%} relative change in "
-                f"{power['metric']}.")})
+        checks += _power_check(power, total)
     if settings["cuped"] and any(m.type == "ratio" for m in metrics):
-        checks.append({"check": "cuped", "status": "ok",
-                       "message": "CUPED does not apply to ratio metrics; they are analysed unadjusted."})
+        checks.append(_check("cuped", "ok", "CUPED does not apply to ratio metrics; "
+                                            "they are analysed unadjusted."))
     return checks
 
 
-def document(design: Design, metrics: list[MetricInfo], settings: dict, *, units: dict, multiple_exposures: int,
-             overall: dict, slices: dict | None = None, dimension: str | None = None,
-             missing: list[str] | tuple = (), computed_at: str) -> dict:
+def _power_check(power: dict, total: int) -> list[dict]:
+    if power["power"] is None:
+        return []
+    change = f"a {power['target_mde']:.1%} relative change in {power['metric']}"
+    if power["power"] >= decisions.TARGET_POWER:
+        return [_check("power", "ok", f"{power['power']:.0%} power to detect {change}.")]
+    still = power["units_still_needed"]
+    return [_check("power", "warning", (
+        f"Low power: with {total} units the test has {power['power']:.0%} power to detect "
+        f"{change}; the smallest change it can detect now (80 % power) is "
+        f"{_percent(power['mde_now'])}"
+        + (f"; about {still} more units are needed." if still else ".")))]
+
+
+def document(design: Design, metrics: list[MetricInfo], settings: dict, *, units: dict,
+             multiple_exposures: int, overall: dict, slices: dict | None = None,
+             dimension: str | None = None, missing: list[str] | tuple = (),
+             computed_at: str) -> dict:
     """The results document.
 
     ``units``: analysed units per variation; ``overall``: ``{metric key:
@@ -226,8 +238,9 @@ def document(design: Design, metrics: list[MetricInfo], settings: dict, *, units
     adjust(results, settings["correction"])
     if dimension:
         for value in sorted(slices or {}, key=lambda d: (d is None, d)):
-            family = [metric_entry(design, m, {"name": dimension, "value": value}, slices[value].get(m.key, {}),
-                                   settings) for m in metrics]
+            slice_ = {"name": dimension, "value": value}
+            family = [metric_entry(design, m, slice_, slices[value].get(m.key, {}), settings)
+                      for m in metrics]
             adjust(family, settings["correction"])
             results += family
     by_key = {m.key: m for m in metrics}
@@ -249,17 +262,20 @@ def document(design: Design, metrics: list[MetricInfo], settings: dict, *, units
         "multiple_exposures": multiple_exposures,
         "srm": {"p_value": srm.p_value, "flagged": srm.flagged},
         "power": power,
-        "health": _health(design, units, multiple_exposures, srm, list(missing), settings, metrics, power),
+        "health": _health(design, units, multiple_exposures, srm, list(missing), settings, metrics,
+                          power),
         "metrics": results,
     }
 
 
-TIMESERIES_FIELDS = ("variation", "units", "value", "absolute", "relative", "chance_to_beat_control")
+TIMESERIES_FIELDS = ("variation", "units", "value", "absolute", "relative",
+                     "chance_to_beat_control")
 
 
 def timeseries_point(design: Design, metric: MetricInfo, settings: dict, day: str,
                      cumulative: dict[str, MetricSums]) -> dict:
-    """One day of the cumulative series: the comparison as it stood at the end of ``day`` (unadjusted)."""
+    """One day of the cumulative series: the comparison as it stood at the end of ``day``
+    (unadjusted)."""
     entry = metric_entry(design, metric, None, cumulative, {**settings, "cuped": False})
     adjust([entry], None)
     return {"date": day, "units": {v["variation"]: v["units"] for v in entry["variations"]},

@@ -1,4 +1,4 @@
-"""Experiment results: look up what an experiment measures, run the SQL, hand plain data to ``report.py``.
+"""Experiment results: look up what it measures, run the SQL, give ``report.py`` plain data.
 
 ``compute(connection, experiment, ...)`` resolves the analysis settings
 (``settings.py``), looks up the experiment's metrics, runs two aggregate
@@ -25,6 +25,7 @@ from .settings import metric_keys, resolve
 from .sums import MetricSums
 
 metrics_table = Metric.__table__
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()  # days in the SQL are days since the epoch
 
 
 class UnknownMetric(LookupError):
@@ -61,7 +62,8 @@ def settings_of(experiment: Experiment, **overrides) -> dict:
 def scope_of(experiment: Experiment) -> queries.Scope:
     return queries.Scope(
         environment_id=experiment.environment_id, experiment=experiment.key,
-        variations=tuple(a["variation"] for a in experiment.variations), unit_type=experiment.unit or "id",
+        variations=tuple(a["variation"] for a in experiment.variations),
+        unit_type=experiment.unit or "id",
         end_us=to_micros(experiment.stopped_at) if experiment.stopped_at else None)
 
 
@@ -78,15 +80,15 @@ def _iso(now: datetime | None) -> str:
     return (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def compute(connection, experiment: Experiment, *, dimension: str | None = None, metric: str | None = None,
-            now: datetime | None = None, **overrides) -> dict:
+def compute(connection, experiment: Experiment, *, dimension: str | None = None,
+            metric: str | None = None, now: datetime | None = None, **overrides) -> dict:
     """The results document of ``experiment`` (all its metrics, or ``metric``).
 
     ``overrides`` are ``engine``, ``sequential``, ``cuped``, ``alpha`` and
     ``correction`` ("none" or None clears it)."""
     settings = settings_of(experiment, **overrides)
-    keys = [metric] if metric else metric_keys(experiment.primary_metric, experiment.secondary_metrics,
-                                               experiment.guardrail_metrics)
+    keys = [metric] if metric else metric_keys(
+        experiment.primary_metric, experiment.secondary_metrics, experiment.guardrail_metrics)
     found = metric_definitions(connection, keys)
     if metric and metric not in found:
         raise UnknownMetric(metric)
@@ -94,11 +96,12 @@ def compute(connection, experiment: Experiment, *, dimension: str | None = None,
 
     scope = scope_of(experiment)
     counts = queries.unit_counts(connection, scope, dimension)
-    units = {v: 0 for v in scope.variations}
+    units = dict.fromkeys(scope.variations, 0)
     for (v, _), n in counts.units.items():
         units[v] += n
-    cells = queries.metric_sums(connection, scope, [metric_spec(m, settings) for m in chosen],
-                                n_units=sum(units.values()), first_us=counts.first_us, dimension=dimension)
+    specs = [metric_spec(m, settings) for m in chosen]
+    cells = queries.metric_sums(connection, scope, specs, n_units=sum(units.values()),
+                                first_us=counts.first_us, dimension=dimension)
 
     # Cells are additive: the overall statistics are the sums over dimension values.
     overall: dict = {}
@@ -108,10 +111,10 @@ def compute(connection, experiment: Experiment, *, dimension: str | None = None,
             overall.setdefault(key, {}).setdefault(v, MetricSums()).add(s)
             if dimension:
                 slices.setdefault(dim, {}).setdefault(key, {})[v] = s
-    return report.document(design_of(experiment), [info_of(m) for m in chosen], settings, units=units,
-                           multiple_exposures=counts.multiple_exposures, overall=overall, slices=slices,
-                           dimension=dimension, missing=[k for k in keys if k not in found],
-                           computed_at=_iso(now))
+    return report.document(
+        design_of(experiment), [info_of(m) for m in chosen], settings, units=units,
+        multiple_exposures=counts.multiple_exposures, overall=overall, slices=slices,
+        dimension=dimension, missing=[k for k in keys if k not in found], computed_at=_iso(now))
 
 
 def timeseries(connection, experiment: Experiment, metric: str, *, now: datetime | None = None,
@@ -135,7 +138,8 @@ def timeseries(connection, experiment: Experiment, metric: str, *, now: datetime
     design = design_of(experiment)
     scope = scope_of(experiment)
     counts = queries.unit_counts(connection, scope)
-    deltas = queries.daily_deltas(connection, scope, metric_spec(definition, settings), first_us=counts.first_us)
+    spec = metric_spec(definition, settings)
+    deltas = queries.daily_deltas(connection, scope, spec, first_us=counts.first_us)
     days = sorted({day for _, day in deltas})
     if days:
         days = list(range(days[0], days[-1] + 1))  # no gaps: a quiet day is a point too
@@ -145,9 +149,10 @@ def timeseries(connection, experiment: Experiment, metric: str, *, now: datetime
         for v in design.variations:
             if (v, day) in deltas:
                 running[v].add(deltas[(v, day)])
-        points.append(report.timeseries_point(
-            design, info_of(definition), settings, date.fromordinal(date(1970, 1, 1).toordinal() + day).isoformat(),
-            {v: s.copy() for v, s in running.items()}))
+        iso_day = date.fromordinal(EPOCH_ORDINAL + day).isoformat()
+        points.append(report.timeseries_point(design, info_of(definition), settings, iso_day,
+                                              {v: s.copy() for v, s in running.items()}))
     return {"experiment": experiment.key, "metric": definition.key, "type": definition.type,
-            "computed_at": _iso(now), "engine": settings["engine"], "sequential": bool(settings["sequential"]),
-            "alpha": settings["alpha"], "control": experiment.control, "days": points}
+            "computed_at": _iso(now), "engine": settings["engine"],
+            "sequential": bool(settings["sequential"]), "alpha": settings["alpha"],
+            "control": experiment.control, "days": points}

@@ -36,7 +36,9 @@ class MetricSums:
         return stats.SampleStats(self.n, self.sum_y, self.sum_y2)
 
     def ratio(self) -> stats.RatioStats:
-        return stats.RatioStats(self.n, self.sum_y, self.sum_y2, self.sum_d, self.sum_d2, self.sum_yd)
+        return stats.RatioStats(self.n, self.sum_y, self.sum_y2, self.sum_d, self.sum_d2,
+                                self.sum_yd)
 
     def cuped(self) -> stats.CupedStats:
-        return stats.CupedStats(self.n, self.sum_y, self.sum_y2, self.sum_x, self.sum_x2, self.sum_xy)
+        return stats.CupedStats(self.n, self.sum_y, self.sum_y2, self.sum_x, self.sum_x2,
+                                self.sum_xy)

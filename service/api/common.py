@@ -20,7 +20,8 @@ def if_match() -> int | None:
         return None
     tags = list(etags.as_set(include_weak=True))
     if len(tags) != 1 or not (tags[0] or "").isascii() or not (tags[0] or "").isdigit():
-        raise ApiError(400, "validation_error", "If-Match must be one ETag returned by this API, like \"3\".",
+        raise ApiError(400, "validation_error",
+                       "If-Match must be one ETag returned by this API, like \"3\".",
                        {"If-Match": ["Not a version ETag."]})
     return int(tags[0])
 

@@ -33,7 +33,8 @@ class FlagSchedules(MethodView):
     def get(self, query, key):
         """The flag's scheduled changes in every environment, newest first"""
         environment = query.pop("environment")
-        return page(schedule_domain.list_for_flag(key, environment, **query), schedule_domain.to_dicts)
+        items = schedule_domain.list_for_flag(key, environment, **query)
+        return page(items, schedule_domain.to_dicts)
 
 
 @blp.route("/<string:key>/environments/<string:env>/schedules")
@@ -77,7 +78,8 @@ class FlagRollouts(MethodView):
     def get(self, query, key):
         """The flag's guarded rollouts in every environment, newest first"""
         environment = query.pop("environment")
-        return page(rollout_domain.list_for_flag(key, environment, **query), rollout_domain.to_dicts)
+        items = rollout_domain.list_for_flag(key, environment, **query)
+        return page(items, rollout_domain.to_dicts)
 
 
 @blp.route("/<string:key>/environments/<string:env>/rollouts")
@@ -111,7 +113,8 @@ class RolloutChecks(MethodView):
     @blp.response(200, GuardedRolloutCheckPageSchema)
     def get(self, query, key, env, rollout_id):
         """Every guardrail check of the rollout, newest first (the numbers behind each decision)"""
-        return page(rollout_domain.list_checks(key, env, rollout_id, **query), rollout_domain.checks_to_dicts)
+        checks = rollout_domain.list_checks(key, env, rollout_id, **query)
+        return page(checks, rollout_domain.checks_to_dicts)
 
 
 @blp.route("/<string:key>/environments/<string:env>/rollouts/<int:rollout_id>/cancel")

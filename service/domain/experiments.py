@@ -77,7 +77,8 @@ def _keys_by_id(model, ids) -> dict[int, str]:
     wanted = set(ids)
     if not wanted:
         return {}
-    return dict(db.session.execute(sa.select(model.id, model.key).where(model.id.in_(wanted))).all())
+    rows = db.session.execute(sa.select(model.id, model.key).where(model.id.in_(wanted)))
+    return dict(rows.all())
 
 
 def _environment_key(experiment: Experiment) -> str:
@@ -89,10 +90,12 @@ def _audiences(experiments: list[Experiment]) -> dict[int, dict | None]:
     pairs = {(e.flag_id, e.environment_id) for e in experiments}
     if not pairs:
         return {}
-    rows = db.session.execute(sa.select(FlagTargeting.flag_id, FlagTargeting.environment_id, FlagTargeting.targeting)
-                              .where(FlagTargeting.flag_id.in_({f for f, _ in pairs}))).all()
+    rows = db.session.execute(
+        sa.select(FlagTargeting.flag_id, FlagTargeting.environment_id, FlagTargeting.targeting)
+        .where(FlagTargeting.flag_id.in_({f for f, _ in pairs}))).all()
     stored = {(f, e): t for f, e, t in rows if (f, e) in pairs}
-    return {e.id: experiment_audience(stored.get((e.flag_id, e.environment_id)) or {}, e.key) for e in experiments}
+    return {e.id: experiment_audience(stored.get((e.flag_id, e.environment_id)) or {}, e.key)
+            for e in experiments}
 
 
 def to_dicts(experiments: list[Experiment]) -> list[dict]:
@@ -101,7 +104,8 @@ def to_dicts(experiments: list[Experiment]) -> list[dict]:
     flag_keys = _keys_by_id(Flag, (e.flag_id for e in experiments))
     env_keys = _keys_by_id(Environment, (e.environment_id for e in experiments))
     audiences = _audiences(experiments)
-    return [_to_dict(e, flag_keys[e.flag_id], env_keys[e.environment_id], audiences[e.id]) for e in experiments]
+    return [_to_dict(e, flag_keys[e.flag_id], env_keys[e.environment_id], audiences[e.id])
+            for e in experiments]
 
 
 def to_dict(experiment: Experiment) -> dict:
@@ -113,7 +117,8 @@ def _to_dict(experiment: Experiment, flag_key: str, env_key: str, audience: dict
         "key": experiment.key, "name": experiment.name, "hypothesis": experiment.hypothesis,
         "owner": experiment.owner, "tags": experiment.tags or [], "flag": flag_key, "environment": env_key,
         "variations": experiment.variations, "control": experiment.control, "traffic": experiment.traffic,
-        "unit": experiment.unit, "layer": experiment.layer, "salt": experiment.salt, "audience": audience,
+        "unit": experiment.unit, "layer": experiment.layer, "salt": experiment.salt,
+        "audience": audience,
         "primary_metric": experiment.primary_metric, "secondary_metrics": experiment.secondary_metrics or [],
         "guardrail_metrics": experiment.guardrail_metrics or [], "dimensions": experiment.dimensions or [],
         "analysis": resolve(experiment.analysis), "status": experiment.status,
@@ -443,14 +448,18 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
 
 # ---------------------------------------------------------------- results
 
+def _unknown_metric(key: str) -> ValidationFailed:
+    return ValidationFailed(f"Metric '{key}' does not exist.", {"metric": ["Unknown metric."]})
+
+
 def results(key: str, *, dimension: str | None = None, metric: str | None = None, **overrides) -> dict:
     """The results document (service/analysis/results.py) of experiment ``key``."""
     experiment = get(key)
     try:
-        return analysis.compute(db.session.connection(), experiment, dimension=dimension, metric=metric,
-                                **overrides)
+        return analysis.compute(db.session.connection(), experiment, dimension=dimension,
+                                metric=metric, **overrides)
     except analysis.UnknownMetric as exc:
-        raise ValidationFailed(f"Metric '{exc.key}' does not exist.", {"metric": ["Unknown metric."]}) from None
+        raise _unknown_metric(exc.key) from None
 
 
 def timeseries(key: str, *, metric: str | None = None, **overrides) -> dict:
@@ -463,7 +472,7 @@ def timeseries(key: str, *, metric: str | None = None, **overrides) -> dict:
     try:
         return analysis.timeseries(db.session.connection(), experiment, wanted, **overrides)
     except analysis.UnknownMetric as exc:
-        raise ValidationFailed(f"Metric '{exc.key}' does not exist.", {"metric": ["Unknown metric."]}) from None
+        raise _unknown_metric(exc.key) from None
 
 
 def first_exposures(key: str) -> tuple[list[str], object]:

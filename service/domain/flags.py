@@ -29,6 +29,7 @@ from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
 KINDS = ("boolean", "string", "number", "json")
+INVALID_AUDIENCE = "The experiment's audience is invalid."
 FLAG_FIELDS = ("name", "description", "variations", "tags", "owner", "temporary", "archived")
 
 
@@ -47,7 +48,8 @@ def get(key: str, *, lock: bool = False) -> Flag:
 
 def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bool | None = None,
                q: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
-    stmt = sa.select(Flag).options(selectinload(Flag.targeting)).where(Flag.archived.is_(bool(archived)))
+    stmt = (sa.select(Flag).options(selectinload(Flag.targeting))
+            .where(Flag.archived.is_(bool(archived))))
     if owner:
         stmt = stmt.where(Flag.owner == owner)
     if q:
@@ -71,7 +73,8 @@ def targeting_for(flag: Flag, environment: Environment) -> dict:
 
 
 def snapshot(flag: Flag, environments: list[Environment] | None = None) -> dict:
-    """The flag with its targeting in every environment (``environments``: all of them, if already loaded)."""
+    """The flag with its targeting in every environment (``environments``: all of them, when
+    already loaded)."""
     rows = _rows(flag)
     return {
         "key": flag.key, "name": flag.name, "description": flag.description, "kind": flag.kind,
@@ -193,8 +196,8 @@ def _reference_errors(flag: Flag, environment: Environment, targeting: dict) -> 
 
 
 def _prerequisite_cycle(flag: Flag, environment: Environment, targeting: dict) -> list[str] | None:
-    """A prerequisite cycle reachable from ``flag`` once ``targeting`` is stored, as ``[a, b, ..., a]``
-    (each flag needs the next), or None."""
+    """A prerequisite cycle reachable from ``flag`` once ``targeting`` is stored, as
+    ``[a, b, ..., a]`` (each flag needs the next), or None."""
     rows = db.session.execute(
         sa.select(Flag.key, FlagTargeting.targeting)
         .join(FlagTargeting, FlagTargeting.flag_id == Flag.id)
@@ -211,7 +214,8 @@ def _prerequisite_cycle(flag: Flag, environment: Environment, targeting: dict) -
     try:
         graphlib.TopologicalSorter({key: needs.get(key, []) for key in reachable}).prepare()
     except graphlib.CycleError as exc:
-        cycle = list(reversed(exc.args[1]))[:-1]  # graphlib walks it backwards; drop the repeated end
+        # graphlib reports the cycle backwards, its first node repeated at the end.
+        cycle = list(reversed(exc.args[1]))[:-1]
         start = cycle.index(flag.key) if flag.key in cycle else 0
         cycle = cycle[start:] + cycle[:start]
         return [*cycle, cycle[0]]
@@ -234,8 +238,8 @@ def _limit_errors(targeting: dict) -> list[tuple[str, str]]:
 
 def check_targeting(flag: Flag, environment: Environment, targeting: dict, variations: list[dict],
                     prefix: str = "") -> None:
-    """ValidationFailed (details under ``prefix``) unless ``targeting`` may be stored for the flag there:
-    limits, the engine's structural checks, then the references only the database knows."""
+    """ValidationFailed (details under ``prefix``) unless ``targeting`` may be stored for the flag
+    there: limits, the engine's structural checks, then the references only the database knows."""
     keys = {v["key"] for v in variations}
     errors = _limit_errors(targeting) or validate_targeting(targeting, variations=keys)
     if not errors:
@@ -313,16 +317,17 @@ def _variation_use_errors(flag: Flag, variations: list[dict]) -> list[tuple[str,
     keys = {v["key"] for v in variations}
     errors = []
     for env in _environments():
-        for path, message in validate_targeting(targeting_for(flag, env), variations=keys):
-            errors.append((f"environments.{env.key}.{path}", message))
-    for other_key, env_key, targeting in _flags_with_prerequisite(flag.key):
-        for p in targeting.get("prerequisites") or []:
-            if p.get("flag") == flag.key and p.get("variation") not in keys:
-                errors.append(("variations", f"flag {other_key!r} in {env_key} needs variation {p.get('variation')!r}"))
+        problems = validate_targeting(targeting_for(flag, env), variations=keys)
+        errors.extend((f"environments.{env.key}.{path}", message) for path, message in problems)
+    for other, env_key, targeting in _flags_with_prerequisite(flag.key):
+        needed = [p.get("variation") for p in targeting.get("prerequisites") or []
+                  if p.get("flag") == flag.key]
+        errors.extend(("variations", f"flag {other!r} in {env_key} needs variation {key!r}")
+                      for key in needed if key not in keys)
     for experiment in db.session.scalars(sa.select(Experiment).where(Experiment.flag_id == flag.id)):
-        for arm in experiment.variations or []:
-            if arm.get("variation") not in keys:
-                errors.append(("variations", f"experiment {experiment.key!r} uses variation {arm.get('variation')!r}"))
+        used = [arm.get("variation") for arm in experiment.variations or []]
+        errors.extend(("variations", f"experiment {experiment.key!r} uses variation {key!r}")
+                      for key in used if key not in keys)
     return errors
 
 
@@ -441,10 +446,10 @@ def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, e
     """Make the flag's targeting in ``environment`` serve the experiment; return its audience
     (``targeting.experiment_audience``). The caller locked ``flag`` and commits.
 
-    ``audience`` (default ``{"position": "last"}``) says where the experiment's rule goes and whose
-    audience it takes (``targeting.experiment_rule``). Nothing changes when a rule or the fallthrough
-    already serves the experiment. A draft's rule is skipped by SDKs, so adding it changes no one's
-    variation until the experiment starts.
+    ``audience`` (default ``{"position": "last"}``) says where the experiment's rule goes and
+    whose audience it takes (``targeting.experiment_rule``). Nothing changes when a rule or the
+    fallthrough already serves the experiment. A draft's rule is skipped by SDKs, so adding it
+    changes no one's variation until the experiment starts.
     """
     targeting = targeting_for(flag, environment)
     found = experiment_audience(targeting, experiment_key)
@@ -454,11 +459,11 @@ def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, e
     placed = experiment_rule(targeting, experiment_key, audience or DEFAULT_AUDIENCE,
                              max_id_chars=limits.RULE_ID_CHARS, environment=environment.key)
     if isinstance(placed, str):
-        raise ValidationFailed("The experiment's audience is invalid.", {"audience.rule_id": [placed]})
+        raise ValidationFailed(INVALID_AUDIENCE, {"audience.rule_id": [placed]})
     if len(rules) >= limits.RULES_PER_FLAG:
-        raise ValidationFailed("The experiment's audience is invalid.", {"audience": [
-            f"The flag's targeting in {environment.key} already has {len(rules)} rules, the most allowed; "
-            "name an existing rule's audience in a targeting write, or remove a rule first."]})
+        raise ValidationFailed(INVALID_AUDIENCE, {"audience": [
+            f"The flag's targeting in {environment.key} already has {len(rules)} rules, the most "
+            "allowed; remove a rule first."]})
     index, rule = placed
     new = {**normalise_targeting(targeting), "rules": [*rules[:index], rule, *rules[index:]]}
     check_targeting(flag, environment, new, flag.variations, "audience")

@@ -103,12 +103,10 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
 
 
 def experiments_using(key: str) -> list[str]:
-    used = []
-    for experiment in db.session.scalars(sa.select(Experiment).order_by(Experiment.id)):
-        if key == experiment.primary_metric or key in (experiment.secondary_metrics or []) \
-                or key in (experiment.guardrail_metrics or []):
-            used.append(experiment.key)
-    return used
+    experiments = db.session.scalars(sa.select(Experiment).order_by(Experiment.id))
+    return [e.key for e in experiments
+            if key == e.primary_metric or key in (e.secondary_metrics or [])
+            or key in (e.guardrail_metrics or [])]
 
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:

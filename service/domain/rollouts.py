@@ -127,7 +127,8 @@ def _latest_checks(rollout_ids) -> dict[int, RolloutCheck]:
         return {}
     latest = (sa.select(sa.func.max(RolloutCheck.id)).where(RolloutCheck.rollout_id.in_(wanted))
               .group_by(RolloutCheck.rollout_id))
-    return {c.rollout_id: c for c in db.session.scalars(sa.select(RolloutCheck).where(RolloutCheck.id.in_(latest)))}
+    checks = db.session.scalars(sa.select(RolloutCheck).where(RolloutCheck.id.in_(latest)))
+    return {c.rollout_id: c for c in checks}
 
 
 def to_dicts(rollouts: list[Rollout]) -> list[dict]:
@@ -136,8 +137,8 @@ def to_dicts(rollouts: list[Rollout]) -> list[dict]:
     environments = by_id(Environment, (r.environment_id for r in rollouts))
     experiments = by_id(Experiment, (r.experiment_id for r in rollouts if r.experiment_id))
     checks = _latest_checks(r.id for r in rollouts)
-    return [_to_dict(r, flags[r.flag_id], environments[r.environment_id], experiments.get(r.experiment_id),
-                     checks.get(r.id)) for r in rollouts]
+    return [_to_dict(r, flags[r.flag_id], environments[r.environment_id],
+                     experiments.get(r.experiment_id), checks.get(r.id)) for r in rollouts]
 
 
 def to_dict(rollout: Rollout) -> dict:
@@ -297,7 +298,7 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
     rule = {"id": rule_id(rollout), "description": f"Guarded rollout {rollout.id} ({old} -> {new})",
             "conditions": [], "serve": {"experiment": key}}
     _write_targeting(actor, flag, environment, {
-        **targeting, "rules": list(targeting.get("rules") or []) + [rule],
+        **targeting, "rules": [*(targeting.get("rules") or []), rule],
         "fallthrough": {"variation": new if new_fallthrough else old}}, "start_rollout")
     _record(actor, rollout, "create", None)
     unit_of_work.commit()

@@ -74,19 +74,20 @@ def get(flag_key: str, environment_key: str, schedule_id: int, *, lock: bool = F
 
 
 def to_dicts(items: list[ScheduledChange]) -> list[dict]:
-    """The scheduled changes as the API shows them; what they refer to is read once for all of them."""
+    """The scheduled changes as the API shows them; what they refer to is read once for all."""
     flags = by_id(Flag, (i.flag_id for i in items))
     environments = by_id(Environment, (i.environment_id for i in items))
     requests = by_id(ChangeRequest, (i.change_request_id for i in items if i.change_request_id))
-    return [_to_dict(i, flags[i.flag_id], environments[i.environment_id], requests.get(i.change_request_id))
-            for i in items]
+    return [_to_dict(i, flags[i.flag_id], environments[i.environment_id],
+                     requests.get(i.change_request_id)) for i in items]
 
 
 def to_dict(item: ScheduledChange) -> dict:
     return to_dicts([item])[0]
 
 
-def _to_dict(item: ScheduledChange, flag: Flag, environment: Environment, request: ChangeRequest | None) -> dict:
+def _to_dict(item: ScheduledChange, flag: Flag, environment: Environment,
+             request: ChangeRequest | None) -> dict:
     return {
         "id": item.id, "flag": flag.key, "environment": environment.key, "at": item.at, "state": item.state,
         "kind": "change_request" if request else "patch",

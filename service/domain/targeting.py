@@ -24,8 +24,9 @@ def default_targeting(variations: list[dict]) -> dict:
 def normalise(targeting: dict) -> dict:
     """Fill the optional lists so stored targeting always has every field."""
     return {"enabled": targeting.get("enabled"), "off_variation": targeting.get("off_variation"),
-            "prerequisites": targeting.get("prerequisites") or [], "targets": targeting.get("targets") or [],
-            "rules": targeting.get("rules") or [], "fallthrough": targeting.get("fallthrough")}
+            "prerequisites": targeting.get("prerequisites") or [],
+            "targets": targeting.get("targets") or [], "rules": targeting.get("rules") or [],
+            "fallthrough": targeting.get("fallthrough")}
 
 
 # ---------------------------------------------------------------- an experiment's audience
@@ -42,23 +43,24 @@ def experiment_audience(targeting: dict, experiment_key: str) -> dict | None:
     ``position`` is the number of rules evaluated before it; ``preceded_by`` their ids: units those
     rules match (and individual targets) never reach the experiment."""
     rules = targeting.get("rules") or []
+    ids = [r.get("id") for r in rules]
     for i, rule in enumerate(rules):
         if (rule.get("serve") or {}).get("experiment") == experiment_key:
-            return {"rule_id": rule.get("id"), "position": i, "preceded_by": [r.get("id") for r in rules[:i]]}
+            return {"rule_id": ids[i], "position": i, "preceded_by": ids[:i]}
     if (targeting.get("fallthrough") or {}).get("experiment") == experiment_key:
-        return {"rule_id": FALLTHROUGH, "position": len(rules), "preceded_by": [r.get("id") for r in rules]}
+        return {"rule_id": FALLTHROUGH, "position": len(rules), "preceded_by": ids}
     return None
 
 
 def experiment_rule(targeting: dict, experiment_key: str, audience: dict, *, max_id_chars: int,
                     environment: str) -> tuple[int, dict] | str:
-    """(index, rule) of the rule that gives the experiment ``audience`` in ``targeting``, or the reason
-    it cannot (a rule id the targeting does not have).
+    """(index, rule) of the rule that gives the experiment ``audience`` in ``targeting``, or the
+    reason it cannot (a rule id the targeting does not have).
 
-    * ``{"position": "first" | "last"}``: a rule without conditions before / after the existing rules;
-    * ``{"rule_id": X}``: a rule with X's conditions right before X: the experiment takes X's audience,
-      and the units it does not take (while it is a draft or stopped, or outside its traffic) still
-      get X's serve;
+    * ``{"position": "first" | "last"}``: a rule without conditions before / after the rules;
+    * ``{"rule_id": X}``: a rule with X's conditions right before X: the experiment takes X's
+      audience, and the units it does not take (while it is a draft or stopped, or outside its
+      traffic) still get X's serve;
     * ``{"rule_id": "fallthrough"}``: the fallthrough's audience, i.e. ``last``.
     """
     rules = targeting.get("rules") or []
@@ -71,15 +73,16 @@ def experiment_rule(targeting: dict, experiment_key: str, audience: dict, *, max
     index = next((i for i, r in enumerate(rules) if r.get("id") == wanted), None)
     if index is None:
         known = ", ".join(repr(r.get("id")) for r in rules) or "none"
-        return (f"The flag's targeting in {environment} has no rule {wanted!r} (its rules: {known}); name one "
-                f"of them, or 'fallthrough', or give position 'first' or 'last' instead.")
+        return (f"The flag's targeting in {environment} has no rule {wanted!r} (its rules: "
+                f"{known}); name one of them, or 'fallthrough', or give position 'first' or "
+                "'last' instead.")
     rule["conditions"] = [dict(c) for c in rules[index].get("conditions") or []]
     rule["description"] = f"Experiment {experiment_key}, on the audience of rule {wanted}"
     return index, rule
 
 
 def _free_rule_id(wanted: str, rules: list[dict], max_chars: int) -> str:
-    """``wanted`` (shortened to ``max_chars``), with a numeric suffix if another rule has that id."""
+    """``wanted`` (shortened to ``max_chars``), with a numeric suffix if a rule has that id."""
     taken = {r.get("id") for r in rules}
     for n in range(1, len(rules) + 2):
         suffix = "" if n == 1 else f"-{n}"

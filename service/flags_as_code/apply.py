@@ -221,7 +221,7 @@ def _prerequisites_first(items: list[_Item]) -> list[_Item]:
 
 def _write_metrics_or_segments(actor, errors, items: list[_Item], domain, fields) -> None:
     for item in items:
-        data = {k: v for k, v in item.new.items()}
+        data = dict(item.new)
         if item.status == "created":
             _attempt(errors, item.path, domain.create, actor, data)
         elif item.status == "changed":

@@ -26,8 +26,7 @@ def _write_text(text: str, output: str | None) -> None:
 
 def _read_file(path: str) -> bytes:
     with open(path, "rb") as handle:
-        data = handle.read(MAX_DOCUMENT_BYTES + 1)
-    return data
+        return handle.read(MAX_DOCUMENT_BYTES + 1)
 
 
 def _format_of(path: str, fmt: str | None) -> str | None:
@@ -43,8 +42,8 @@ def _format_of(path: str, fmt: str | None) -> str | None:
 def _fail(exc: DomainError) -> None:
     lines = [f"Error: {exc.message}"]
     for path, messages in sorted(exc.details.items()):
-        for message in messages if isinstance(messages, list) else [messages]:
-            lines.append(f"  {path}: {message}")
+        listed = messages if isinstance(messages, list) else [messages]
+        lines.extend(f"  {path}: {message}" for message in listed)
     click.echo("\n".join(lines), err=True)
     sys.exit(1)
 

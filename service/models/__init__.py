@@ -9,6 +9,7 @@ from .process import ChangeRequest, ChangeRequestReview, Rollout, RolloutCheck, 
 from .segment import Segment
 from .token import ROLES, Token
 
-__all__ = ["AuditEntry", "ChangeRequest", "ChangeRequestReview", "Environment", "Event", "Experiment", "Flag",
-           "FlagEvaluation", "FlagTargeting", "FlagVersion", "Metric", "ROLES", "Rollout", "RolloutCheck",
-           "ScheduledChange", "SdkKey", "STATUSES", "Segment", "Token"]
+__all__ = ["ROLES", "STATUSES", "AuditEntry", "ChangeRequest", "ChangeRequestReview",
+           "Environment", "Event", "Experiment", "Flag", "FlagEvaluation", "FlagTargeting",
+           "FlagVersion", "Metric", "Rollout", "RolloutCheck", "ScheduledChange", "SdkKey", "Segment",
+           "Token"]

@@ -12,7 +12,7 @@ from service.analysis import stats
 
 
 def winsorize_cap(values, quantile: float, ignore_zeros: bool = False) -> float | None:
-    """Upper cap = ``quantile`` of the per-unit values, linearly interpolated (SQL percentile_cont)."""
+    """Upper cap = ``quantile`` of the per-unit values, linearly interpolated (percentile_cont)."""
     if not 0.0 <= quantile <= 1.0:
         raise ValueError("quantile must be in [0, 1]")
     v = np.asarray(values, dtype=float).ravel()
@@ -50,12 +50,13 @@ def ratio_stats_from_values(num, den) -> stats.RatioStats:
 def cuped_stats_from_values(y, x) -> stats.CupedStats:
     yy = np.asarray(y, dtype=float)
     xx = np.asarray(x, dtype=float)
-    return stats.CupedStats(int(yy.size), float(yy.sum()), float(yy @ yy), float(xx.sum()), float(xx @ xx),
-                            float(yy @ xx))
+    return stats.CupedStats(int(yy.size), float(yy.sum()), float(yy @ yy), float(xx.sum()),
+                            float(xx @ xx), float(yy @ xx))
 
 
 def cuped_pair_moments(control: stats.CupedStats, treatment: stats.CupedStats,
                        binary: bool = False) -> tuple[stats.Moments, stats.Moments]:
     """Moments for one control/treatment comparison, theta pooled over the pair (as gbstats)."""
     theta = stats.cuped_theta([control, treatment], binary)
-    return stats.cuped_moments(control, theta, binary), stats.cuped_moments(treatment, theta, binary)
+    return (stats.cuped_moments(control, theta, binary),
+            stats.cuped_moments(treatment, theta, binary))

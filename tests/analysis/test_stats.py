@@ -23,6 +23,7 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 
+from service.analysis import power as power_mod
 from service.analysis import power as pw
 from service.analysis import stats as S
 
@@ -787,8 +788,6 @@ def test_power_invalid_inputs():
 
 def test_sample_size_survives_extreme_alpha():
     # 1 - alpha/2 rounds to 1.0 for alpha below ~1e-16; the critical value must not become inf.
-    from service.analysis import power as power_mod
-
     for alpha in (1e-20, 1e-38, 1e-300):
         size = power_mod.sample_size(0.1, 0.05, alpha=alpha)
         assert size is not None and size.per_variation > 57_760

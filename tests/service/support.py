@@ -64,7 +64,8 @@ def make_sdk_key(environment: str = "production") -> str:
 
 
 def audit_count() -> int:
-    """Audit entries in the database (after ending this session's transaction, so others' commits show)."""
+    """Audit entries in the database (after ending this session's transaction, so that commits
+    of other connections show)."""
     db.session.rollback()
     return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 

@@ -41,12 +41,16 @@ def test_if_match_names_one_version_as_an_etag(admin):
     anything but one version ETag is a 400 that changes nothing."""
     assert admin.post("/api/v1/environments", json={"key": "qa", "name": "QA"}).status_code == 201
     for bad in ('"1", "2"', "abc", '""', "", '"\u00b3"', '"1'):
-        response = admin.patch("/api/v1/environments/qa", json={"name": "bad"}, headers={"If-Match": bad})
+        response = admin.patch("/api/v1/environments/qa", json={"name": "bad"},
+                               headers={"If-Match": bad})
         assert response.status_code == 400, (bad, response.json)
         assert response.json["error"]["details"] == {"If-Match": ["Not a version ETag."]}, bad
     assert admin.get("/api/v1/environments/qa").json["name"] == "QA"
-    assert admin.patch("/api/v1/environments/qa", json={"name": "Q"}, headers={"If-Match": 'W/"2"'}).status_code == 412
-    weak = admin.patch("/api/v1/environments/qa", json={"name": "Q1"}, headers={"If-Match": 'W/"1"'})
+    stale = admin.patch("/api/v1/environments/qa", json={"name": "Q"},
+                        headers={"If-Match": 'W/"2"'})
+    assert stale.status_code == 412
+    weak = admin.patch("/api/v1/environments/qa", json={"name": "Q1"},
+                       headers={"If-Match": 'W/"1"'})
     assert weak.status_code == 200 and weak.headers["ETag"] == '"2"'
     star = admin.patch("/api/v1/environments/qa", json={"name": "Q2"}, headers={"If-Match": "*"})
     assert star.status_code == 200 and star.headers["ETag"] == '"3"'

@@ -142,13 +142,13 @@ def test_default_variations_are_the_flags_with_equal_weights(setup):
     in_production = setup.post("/api/v1/experiments", json={"key": "abc-prod", "flag": "three",
                                                             "environment": "production"})
     assert in_production.status_code == 201 and in_production.json["control"] == "b"
-    # ... unless the experiment does not test it: then the first of its variations; a given control wins.
+    # ... unless the experiment does not test it: then its first variation; a given control wins.
     arms = [{"variation": "a", "weight": 5000}, {"variation": "c", "weight": 5000}]
-    without_off = setup.post("/api/v1/experiments", json={"key": "abc-ac", "flag": "three",
-                                                          "environment": "production", "variations": arms})
+    without_off = setup.post("/api/v1/experiments", json={
+        "key": "abc-ac", "flag": "three", "environment": "production", "variations": arms})
     assert without_off.status_code == 201 and without_off.json["control"] == "a"
-    given = setup.post("/api/v1/experiments", json={"key": "abc-given", "flag": "three", "environment": "production",
-                                                    "control": "a"})
+    given = setup.post("/api/v1/experiments", json={
+        "key": "abc-given", "flag": "three", "environment": "production", "control": "a"})
     assert given.status_code == 201 and given.json["control"] == "a"
 
 
@@ -218,7 +218,7 @@ def test_lifecycle_with_audit_etags_and_ruleset(setup, sdk):
                    {"layer": {"key": "l", "range": [0, 5000]}}):
         response = setup.patch("/api/v1/experiments/checkout-test", json=change)
         assert response.status_code == 409, (change, response.json)
-        assert list(change)[0] in response.json["error"]["details"]
+        assert next(iter(change)) in response.json["error"]["details"]
     assert setup.patch("/api/v1/experiments/checkout-test", json={"traffic": 5000}).status_code == 409
     assert setup.patch("/api/v1/experiments/checkout-test", json={"released_variation": "on"}).status_code == 409
     assert setup.patch("/api/v1/experiments/checkout-test", json={"name": "Checkout"}).json["name"] == "Checkout"

@@ -8,6 +8,8 @@ import urllib.request
 
 import pytest
 
+from pitcrew.evaluation import compile_ruleset, evaluate
+
 from .support import audit_count, make_sdk_key
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
@@ -65,7 +67,7 @@ def test_list_filters(editor):
     ({"key": "Bad Key", "kind": "boolean", "variations": BOOL}, "key"),
     ({"key": "x", "kind": "colour", "variations": BOOL}, "kind"),
     ({"key": "x", "kind": "boolean", "variations": [{"key": "a", "value": True}]}, "variations"),
-    ({"key": "x", "kind": "boolean", "variations": BOOL + [{"key": "maybe", "value": False}]}, "variations"),
+    ({"key": "x", "kind": "boolean", "variations": [*BOOL, {"key": "maybe", "value": False}]}, "variations"),
     ({"key": "x", "kind": "boolean", "variations": [{"key": "on", "value": "yes"}, {"key": "off", "value": False}]}, "variations.0.value"),
     ({"key": "x", "kind": "number", "variations": [{"key": "a", "value": True}]}, "variations.0.value"),
     ({"key": "x", "kind": "string", "variations": [{"key": "a", "value": 3}]}, "variations.0.value"),
@@ -280,8 +282,6 @@ def test_config_etag_304_and_new_etag_after_any_change(editor, sdk):
 
 
 def test_config_body_is_what_the_engine_compiles(editor, sdk):
-    from pitcrew.evaluation import compile_ruleset, evaluate
-
     create_flag(editor)
     put_targeting(editor, targeting(targets=[{"variation": "off", "values": ["42"]}]))
     compiled = compile_ruleset(sdk.get("/sdk/v1/config").json)

@@ -1,5 +1,9 @@
 """Health, readiness, Prometheus metrics, JSON request logs, the OpenAPI document, the audit log."""
 
+import logging
+
+from service.observability import JsonFormatter
+
 
 def test_health_and_readiness(anonymous):
     assert anonymous.get("/healthz").json == {"status": "ok"}
@@ -15,8 +19,6 @@ def test_metrics_count_requests_by_route_and_status(anonymous, viewer):
 
 
 def test_request_log_is_json_without_secrets(viewer, caplog):
-    import logging
-
     with caplog.at_level(logging.INFO, logger="pitcrew.request"):
         viewer.get("/api/v1/environments", headers={"X-Request-Id": "abc123"})
     records = [r for r in caplog.records if r.name == "pitcrew.request"]
@@ -24,8 +26,6 @@ def test_request_log_is_json_without_secrets(viewer, caplog):
     fields = records[-1].fields
     assert fields["request_id"] == "abc123" and fields["route"] == "/api/v1/environments"
     assert fields["status"] == 200 and fields["actor"] == "vera"
-    from service.observability import JsonFormatter
-
     line = JsonFormatter().format(records[-1])
     assert viewer.token not in line and "Bearer" not in line
 

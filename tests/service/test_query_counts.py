@@ -63,7 +63,8 @@ class Filler:
 
     def flag(self, key: str | None = None) -> str:
         key = key or f"flag-{self.next()}"
-        self.post("/api/v1/flags", {"key": key, "kind": "boolean", "variations": BOOL, "tags": ["t"]})
+        self.post("/api/v1/flags", {"key": key, "kind": "boolean", "variations": BOOL,
+                                    "tags": ["t"]})
         rule = {"id": "de", "conditions": [{"attribute": "country", "op": "in", "values": ["DE"]}],
                 "serve": {"variation": "on"}}
         for env in ("staging", "production"):
@@ -130,13 +131,15 @@ def fill_schedules(f: Filler):
 def fill_rollouts(f: Filler):
     if not f.n:
         f.flag("rolled")
-        f.put("/api/v1/flags/rolled/environments/production", targeting(fallthrough={"variation": "off"}))
+        f.put("/api/v1/flags/rolled/environments/production",
+              targeting(fallthrough={"variation": "off"}))
         f.post("/api/v1/metrics", {"key": "purchases", "event": "purchase", "type": "conversion"})
     f.next()
     rollout = f.post("/api/v1/flags/rolled/environments/production/rollouts", {
         "variation": "on", "from_variation": "off", "guardrails": ["purchases"],
         "steps": [{"percent": 10, "hold_hours": 1}, {"percent": 100, "hold_hours": 0}]})
-    f.post(f"/api/v1/flags/rolled/environments/production/rollouts/{rollout['id']}/cancel", {}, status=200)
+    cancel = f"/api/v1/flags/rolled/environments/production/rollouts/{rollout['id']}/cancel"
+    f.post(cancel, {}, status=200)
 
 
 @dataclass
@@ -158,7 +161,8 @@ CASES = [
     Case("audit", "/api/v1/audit", fill_audit),
     Case("change requests", "/api/v1/change-requests", fill_change_requests),
     Case("schedules of a flag", "/api/v1/flags/scheduled/schedules", fill_schedules),
-    Case("schedules in an environment", "/api/v1/flags/scheduled/environments/staging/schedules", fill_schedules),
+    Case("schedules in an environment", "/api/v1/flags/scheduled/environments/staging/schedules",
+         fill_schedules),
     Case("rollouts of a flag", "/api/v1/flags/rolled/rollouts", fill_rollouts),
     Case("console flags", "/flags", fill_flags),
     Case("console experiments", "/experiments", fill_experiments),
@@ -194,5 +198,6 @@ def test_a_list_costs_the_same_queries_for_any_number_of_items(case, admin, cons
     if few != -1:
         assert many > few, "the second page should list more items"
     assert len(second) == len(first), (
-        f"{case.path}: {len(first)} statements for {few} items, {len(second)} for {many}:\n" + "\n".join(second))
+        f"{case.path}: {len(first)} statements for {few} items, {len(second)} for {many}:\n"
+        + "\n".join(second))
 

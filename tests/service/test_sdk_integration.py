@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from pitcrew import Client, Reason
+from pitcrew import events as events_module
 from service.extensions import db
 from tests.sdk.support import ONOFF, FaultProxy, wait_for
 from tests.service.support import LiveServer, make_sdk_key
@@ -224,8 +225,6 @@ def test_sixteen_threads_lose_nothing(live_server, admin, sdk_key):
 
 
 def test_500s_429s_and_lost_responses_deliver_exactly_once(live_server, admin, sdk_key, monkeypatch):
-    from pitcrew import events as events_module
-
     monkeypatch.setattr(events_module, "RETRY_BASE", 0.1)
     create_flag(admin, "fault-flag")
     with FaultProxy(live_server.url) as proxy:

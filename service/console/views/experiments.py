@@ -99,13 +99,13 @@ def _common_from_form(form) -> dict:
             "analysis": _analysis_from_form(form)}
 
 
-AUDIENCES = [("last", "After the flag's rules: contexts that no rule matches (existing targeting keeps "
-                      "precedence)"),
+AUDIENCES = [("last", "After the flag's rules: contexts that no rule matches (existing targeting "
+                      "keeps precedence)"),
              ("first", "Before the flag's rules: every context but individual targets")]
 
 
 def _audiences(flag_key: str, env_key: str) -> list[tuple[str, str]]:
-    """The audience choices: first, last, and the audience of each rule of the flag in the environment."""
+    """The audience choices: first, last, and the audience of each of the flag's rules there."""
     choices = list(AUDIENCES)
     if not flag_key or not env_key:
         return choices
@@ -115,7 +115,8 @@ def _audiences(flag_key: str, env_key: str) -> list[tuple[str, str]]:
         return choices
     for rule in targeting.get("rules") or []:
         about = f": {rule['description']}" if rule.get("description") else ""
-        choices.append((f"rule:{rule['id']}", f"The audience of rule {rule['id']}{about} (right before it)"))
+        choices.append((f"rule:{rule['id']}",
+                        f"The audience of rule {rule['id']}{about} (right before it)"))
     return choices
 
 
@@ -130,7 +131,9 @@ def _describe_audience(audience: dict | None) -> str:
         return "no rule serves it"
     before = audience["preceded_by"]
     where = f"rule {audience['position'] + 1} of the flag's targeting"
-    return f"{where}, after {', '.join(before)} (their contexts do not enter it)" if before else f"{where}, first"
+    if not before:
+        return f"{where}, first"
+    return f"{where}, after {', '.join(before)} (their contexts do not enter it)"
 
 
 @bp.route("/experiments/new", methods=["GET", "POST"])
@@ -138,8 +141,10 @@ def experiment_new():
     flags, environments, metrics = _choices()
     environment = request.args.get("environment", "")
     if environment not in environments:
-        environment = "production" if "production" in environments else (environments[0] if environments else "")
-    doc = {"key": "", "flag": request.args.get("flag", ""), "environment": environment, "analysis": DEFAULT_ANALYSIS}
+        default = environments[0] if environments else ""
+        environment = "production" if "production" in environments else default
+    doc = {"key": "", "flag": request.args.get("flag", ""), "environment": environment,
+           "analysis": DEFAULT_ANALYSIS}
     choice = "last"
     errors, status = FieldErrors(), 200
     if request.method == "POST":
@@ -151,14 +156,15 @@ def experiment_new():
         outcome = attempt(lambda: domain.create(actor(), load(ExperimentSchema(), data)))
         if outcome.ok:
             audience = domain.to_dict(outcome.value)["audience"]
-            flash(f"Created draft experiment {outcome.value.key}; its rule is {_describe_audience(audience)}.",
-                  "success")
+            flash(f"Created draft experiment {outcome.value.key}; its rule is "
+                  f"{_describe_audience(audience)}.", "success")
             return redirect(url_for("console.experiment", key=outcome.value.key), 303)
         errors, status = outcome.errors, 400
         doc["analysis"] = {**DEFAULT_ANALYSIS, **doc["analysis"]}
-    return render_template("console/experiments/new.html", title="New experiment", doc=doc, errors=errors,
-                           flags=flags, environments=environments, metrics=metrics, engines=ENGINES,
-                           corrections=CORRECTIONS, audiences=_audiences(doc["flag"], doc["environment"]),
+    return render_template("console/experiments/new.html", title="New experiment", doc=doc,
+                           errors=errors, flags=flags, environments=environments, metrics=metrics,
+                           engines=ENGINES, corrections=CORRECTIONS,
+                           audiences=_audiences(doc["flag"], doc["environment"]),
                            audience=choice), status
 
 
