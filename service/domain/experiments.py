@@ -45,7 +45,7 @@ from . import flags as flag_domain
 from . import metrics as metric_domain
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update
+from .locking import for_update, get_by_key
 from .pagination import Page, paginate
 from .targeting import experiment_audience
 from .versioning import check_version
@@ -64,13 +64,7 @@ def get(key: str, *, lock: bool = False) -> Experiment:
     """The experiment; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py).
 
     Lock order: an experiment before its flag (creating and deleting one change the flag's targeting)."""
-    if lock:
-        experiment = for_update(Experiment, Experiment.key == key)
-    else:
-        experiment = db.session.scalars(sa.select(Experiment).where(Experiment.key == key)).first()
-    if experiment is None:
-        raise NotFound(f"Experiment '{key}' does not exist.")
-    return experiment
+    return get_by_key(Experiment, key, lock=lock, name="Experiment")
 
 
 def _keys_by_id(model, ids) -> dict[int, str]:
@@ -131,11 +125,7 @@ def _to_dict(experiment: Experiment, flag_key: str, env_key: str, audience: dict
 
 def snapshot(experiment: Experiment) -> dict:
     """JSON-ready copy for the audit log."""
-    data = to_dict(experiment)
-    for field in ("started_at", "stopped_at", "concluded_at", "created_at", "updated_at"):
-        if data[field] is not None:
-            data[field] = data[field].isoformat()
-    return data
+    return audit.json_ready(to_dict(experiment))
 
 
 def list_experiments(*, status: str | None = None, flag: str | None = None, environment: str | None = None,
@@ -244,6 +234,21 @@ def _finish(actor: Actor, experiment: Experiment, action: str, before: dict | No
 
 # ---------------------------------------------------------------- writing
 
+def _for_change(key: str, action: str, if_match: int | None, changes: dict | None = None) -> Experiment:
+    """The experiment, locked for ``action``: refused in a protected environment or while a
+    guarded rollout runs it (service/domain/protection.py), or when ``if_match`` is stale."""
+    experiment = get(key, lock=True)
+    protection.guard_experiment(experiment, action, changes)
+    check_version(experiment.version, if_match)
+    return experiment
+
+
+def _require_status(experiment: Experiment, allowed: tuple[str, ...], doing: str) -> None:
+    if experiment.status not in allowed:
+        raise Conflict(f"Only a {' or '.join(allowed)} experiment can {doing}; "
+                       f"'{experiment.key}' is {experiment.status}.",
+                       {"status": [f"Is {experiment.status}."]})
+
 def create(actor: Actor, data: dict) -> Experiment:
     key = data["key"]
     # Locked first (its targeting gets the experiment's rule): concurrent creates of one key queue here,
@@ -287,9 +292,7 @@ def create(actor: Actor, data: dict) -> Experiment:
 
 
 def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "update", changes)
-    check_version(experiment.version, if_match)
+    experiment = _for_change(key, "update", if_match, changes)
     status = experiment.status
     errors: dict[str, list[str]] = {}
     if status != "draft":
@@ -346,12 +349,8 @@ def _layer_conflicts(experiment: Experiment) -> list[str]:
 
 
 def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "start")
-    check_version(experiment.version, if_match)
-    if experiment.status != "draft":
-        raise Conflict(f"Only a draft experiment can start; '{key}' is {experiment.status}.",
-                       {"status": [f"Is {experiment.status}."]})
+    experiment = _for_change(key, "start", if_match)
+    _require_status(experiment, ("draft",), "start")
     flag = _flag_of(experiment)
     errors: dict[str, list[str]] = {}
     if flag.archived:
@@ -377,12 +376,8 @@ def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
 
 
 def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "stop")
-    check_version(experiment.version, if_match)
-    if experiment.status != "running":
-        raise Conflict(f"Only a running experiment can stop; '{key}' is {experiment.status}.",
-                       {"status": [f"Is {experiment.status}."]})
+    experiment = _for_change(key, "stop", if_match)
+    _require_status(experiment, ("running",), "stop")
     before = snapshot(experiment)
     experiment.status = "stopped"
     experiment.stopped_at = utcnow()
@@ -390,12 +385,8 @@ def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
 
 
 def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "conclude")
-    check_version(experiment.version, if_match)
-    if experiment.status not in ("running", "stopped"):
-        raise Conflict(f"Only a running or stopped experiment can be concluded; '{key}' is {experiment.status}.",
-                       {"status": [f"Is {experiment.status}."]})
+    experiment = _for_change(key, "conclude", if_match)
+    _require_status(experiment, ("running", "stopped"), "be concluded")
     arms = [a["variation"] for a in experiment.variations]
     decision = dict(data["decision"])
     errors: dict[str, list[str]] = {}
@@ -423,9 +414,7 @@ def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) ->
 
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "delete")
-    check_version(experiment.version, if_match)
+    experiment = _for_change(key, "delete", if_match)
     if experiment.status == "running":
         raise Conflict(f"Experiment '{key}' is running; stop it before deleting it.",
                        {"status": ["Is running."]})

@@ -21,8 +21,8 @@ from ..models import Environment, Experiment, Flag, FlagTargeting, FlagVersion, 
 from . import Actor, audit, limits, protection, ruleset_versions, unit_of_work
 from .diff import json_diff
 from .environments import get as get_environment
-from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update, share
+from .errors import Conflict, ValidationFailed
+from .locking import get_by_key, share
 from .pagination import LIKE_ESCAPE, Page, contains_pattern, paginate, paginate_tagged
 from .targeting import DEFAULT_AUDIENCE, default_targeting, experiment_audience, experiment_rule
 from .targeting import normalise as normalise_targeting
@@ -37,13 +37,7 @@ FLAG_FIELDS = ("name", "description", "variations", "tags", "owner", "temporary"
 
 def get(key: str, *, lock: bool = False) -> Flag:
     """The flag; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
-    if lock:
-        flag = for_update(Flag, Flag.key == key)
-    else:
-        flag = db.session.scalars(sa.select(Flag).where(Flag.key == key)).first()
-    if flag is None:
-        raise NotFound(f"Flag '{key}' does not exist.")
-    return flag
+    return get_by_key(Flag, key, lock=lock, name="Flag")
 
 
 def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bool | None = None,

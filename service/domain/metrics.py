@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from ..extensions import db
 from ..models import Experiment, Metric
 from . import Actor, audit, unit_of_work
-from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update
+from .errors import Conflict, ValidationFailed
+from .locking import get_by_key
 from .pagination import Page, paginate_tagged
 from .versioning import check_version
 
@@ -36,13 +36,7 @@ def snapshot(metric: Metric) -> dict:
 
 def get(key: str, *, lock: bool = False) -> Metric:
     """The metric; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
-    if lock:
-        metric = for_update(Metric, Metric.key == key)
-    else:
-        metric = db.session.scalars(sa.select(Metric).where(Metric.key == key)).first()
-    if metric is None:
-        raise NotFound(f"Metric '{key}' does not exist.")
-    return metric
+    return get_by_key(Metric, key, lock=lock, name="Metric")
 
 
 def get_many(keys) -> dict[str, Metric]:

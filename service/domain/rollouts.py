@@ -166,11 +166,7 @@ def _to_dict(rollout: Rollout, flag: Flag, environment: Environment, experiment:
 def _snapshot(rollout: Rollout) -> dict:
     data = to_dict(rollout)
     data.pop("latest_check")
-    for field in ("step_started_at", "step_ends_at", "next_check_at", "last_checked_at", "finished_at",
-                  "created_at", "updated_at"):
-        if data[field] is not None:
-            data[field] = data[field].isoformat()
-    return data
+    return audit.json_ready(data)
 
 
 def _record(actor: Actor, rollout: Rollout, action: str, before: dict | None) -> dict:

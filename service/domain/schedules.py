@@ -101,11 +101,7 @@ def _to_dict(item: ScheduledChange, flag: Flag, environment: Environment,
 
 
 def _snapshot(item: ScheduledChange) -> dict:
-    data = to_dict(item)
-    for field in ("at", "applied_at", "created_at", "updated_at"):
-        if data[field] is not None:
-            data[field] = data[field].isoformat()
-    return data
+    return audit.json_ready(to_dict(item))
 
 
 def _record(actor: Actor, item: ScheduledChange, action: str, before: dict | None) -> dict:

@@ -164,16 +164,9 @@ class LiveServer:
             [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "service:create_app()"],
             cwd=ROOT, env=env, stdout=output, stderr=output,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}{ready_path}", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("live server did not become ready")
+        if not answers_200(f"{self.url}{ready_path}", within=30):
+            self.stop()
+            raise RuntimeError("live server did not become ready")
 
     def stop(self) -> None:
         _stop(self.process)
@@ -181,6 +174,19 @@ class LiveServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def answers_200(url: str, *, within: float) -> bool:
+    """Whether ``url`` answers 200 within ``within`` seconds (a server starting up)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.05)
+    return False
 
 
 def _stop(process) -> None:
@@ -214,16 +220,9 @@ class EdgeServer:
         env.update(self.extra_env)
         self.process = subprocess.Popen([sys.executable, "-m", "pitcrew_edge"], cwd=ROOT, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("edge did not start")
+        if not answers_200(f"{self.url}/healthz", within=20):
+            self.stop()
+            raise RuntimeError("edge did not start")
 
     def stop(self) -> None:
         _stop(self.process)
