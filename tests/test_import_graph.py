@@ -13,6 +13,7 @@ is gone), so a new deferred import is a decision, not an accident.
 """
 
 import ast
+import functools
 import graphlib
 from pathlib import Path
 
@@ -106,14 +107,21 @@ def imports(tree: ast.Module, name: str, is_package: bool, known) -> tuple[set[s
     return top, deferred
 
 
-def graph() -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
+@functools.cache
+def _graph() -> tuple[dict[str, frozenset[str]], frozenset[tuple[str, str]]]:
     known = modules()
     edges, deferred = {}, set()
     for name, (path, is_package) in known.items():
         top, inner = imports(ast.parse(path.read_text(), str(path)), name, is_package, known)
-        edges[name] = top
+        edges[name] = frozenset(top)
         deferred |= {(name, target) for target in inner}
-    return edges, deferred
+    return edges, frozenset(deferred)
+
+
+def graph() -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
+    """(module-level edges, deferred edges), parsed once per run; copies, free to change."""
+    edges, deferred = _graph()
+    return {name: set(targets) for name, targets in edges.items()}, set(deferred)
 
 
 def test_module_imports_have_no_cycle():
