@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.analysis import guardrails  # noqa: E402
-from service.analysis.queries import MetricSums  # noqa: E402
+from service.analysis.sums import MetricSums  # noqa: E402
 from service.models import Metric  # noqa: E402
 
 ROLLOUTS = int(os.environ.get("ROLLOUT_SIMULATIONS", "200"))

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from flask import Flask
 
 from . import auth, config, content, errors, observability
@@ -92,22 +93,16 @@ def _engine_options(url: str) -> dict:
 
 def _watch_database(app: Flask) -> None:
     """End a logged outage (service/errors.py) when a connection is handed out again."""
-    import sqlalchemy as sa
-
-    from .errors import outage
-
     with app.app_context():
         @sa.event.listens_for(db.engine, "checkout")
         def _on_checkout(dbapi_connection, record, proxy):
-            outage.up()
+            errors.outage.up()
 
 
 def _sqlite_pragmas(app: Flask) -> None:
     """WAL and a busy timeout let several gunicorn workers share one SQLite file."""
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         return
-    import sqlalchemy as sa
-
     with app.app_context():
         @sa.event.listens_for(db.engine, "connect")
         def _on_connect(dbapi_connection, _record):

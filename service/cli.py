@@ -1,11 +1,16 @@
 """Flask commands: ``flask --app service tokens create --role admin --name NAME``."""
 
+import os
+
 import click
 import sqlalchemy as sa
 
+from . import worker
+from .cli_results import results
 from .domain import SYSTEM, Actor
 from .domain import tokens as token_domain
 from .extensions import db
+from .flags_as_code.cli import commands as flags_as_code_commands
 from .models import ROLES, Token
 
 tokens = click.Group("tokens", help="Manage admin API tokens.")
@@ -25,10 +30,9 @@ def create_token(role: str, name: str) -> None:
               help="Where the development token is kept between runs.")
 def dev_token(path: str) -> None:
     """Print the development admin token, creating it (and the file) if needed."""
-    import os
-
     if os.path.exists(path):
-        secret = open(path).read().strip()
+        with open(path) as handle:
+            secret = handle.read().strip()
         if token_domain.find_token(secret) is not None:
             click.echo(secret)
             return
@@ -46,14 +50,8 @@ def list_tokens() -> None:
 
 
 def init_app(app) -> None:
-    from .cli_results import results
-    from .flags_as_code.cli import commands as flags_as_code_commands
-
     app.cli.add_command(tokens)
     app.cli.add_command(results)
     for command in flags_as_code_commands():
         app.cli.add_command(command)
-
-    from . import worker
-
     worker.init_app(app)

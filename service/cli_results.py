@@ -8,6 +8,9 @@ import sys
 
 import click
 
+from .analysis.export import results_csv
+from .domain import experiments as domain
+from .domain.errors import DomainError
 from .extensions import db
 
 results = click.Group("results", help="Experiment results.")
@@ -27,10 +30,6 @@ results = click.Group("results", help="Experiment results.")
               help="Write to this file instead of standard output.")
 def export(key, fmt, dimension, metric, engine, sequential, cuped, alpha, correction, output):
     """Print (or write) the results of experiment KEY."""
-    from .analysis.export import results_csv
-    from .domain import experiments as domain
-    from .domain.errors import DomainError
-
     overrides = {"engine": engine, "sequential": sequential, "cuped": cuped, "alpha": alpha}
     if correction is not None:
         overrides["correction"] = correction

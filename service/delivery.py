@@ -21,6 +21,7 @@ recorded in memory and written by the watcher at most every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -92,10 +93,8 @@ class Delivery:
         self._stop.set()
         listener = self._listener
         if listener is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing anyway
                 listener.cancel_safe(timeout=1)
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
         self.hub.close()
 
     # ------------------------------------------------------------------ event-loop side
@@ -128,10 +127,8 @@ class Delivery:
         future = asyncio.get_running_loop().create_future()
         with self._waiters_lock:
             self._sync_waiters.append(future)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            pass
 
     @staticmethod
     def _release(waiters) -> None:
@@ -270,7 +267,5 @@ class Delivery:
     def _close_listener(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing anyway
                 listener.close()
-            except Exception:  # noqa: BLE001
-                pass

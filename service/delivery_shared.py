@@ -12,6 +12,7 @@ newer version, and otherwise waits for its own next sync. Slots are
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -52,7 +53,5 @@ class SharedVersions:
 
 
 def remove(master_pid: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         path_for(master_pid).unlink()
-    except OSError:
-        pass

@@ -1,7 +1,10 @@
 """One JSON error shape for every error the service returns.
 
-``{"error": {"code", "message", "details"}}``: domain errors, webargs
-validation errors, Flask's own 404/405/413 and unexpected exceptions alike.
+``{"error": {"code", "message", "details"}}``: domain errors, invalid
+arguments (``service.extensions.PitcrewParser`` raises :class:`ApiError`),
+Flask's own 404/405/413 and unexpected exceptions alike. The session of a
+failed request is rolled back before these handlers run
+(``service.web.PitcrewFlask.handle_user_exception``).
 
 Database errors are classified, never a bare 500 (docs/operations.md,
 "Errors" and "Database outages"):
@@ -20,6 +23,7 @@ import threading
 import time
 
 import marshmallow as ma
+import psycopg
 import sqlalchemy as sa
 from flask import jsonify
 from prometheus_client import Counter
@@ -97,40 +101,11 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
     return response
 
 
-def _flatten_messages(messages) -> dict:
-    """webargs nests messages by location and marshmallow by field; report
-    them as ``{"rules.0.serve.variation": [...]}``, like the domain's checks."""
-    if isinstance(messages, dict) and len(messages) == 1:
-        (location, inner), = messages.items()
-        if location in ("json", "query", "headers", "view_args"):
-            messages = inner
-    flat: dict[str, list] = {}
-
-    def walk(value, path):
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(inner, f"{path}.{key}" if path else str(key))
-        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            flat.setdefault(path or "_body", []).extend(value)
-        else:
-            flat.setdefault(path or "_body", []).append(value if isinstance(value, str) else str(value))
-
-    walk(messages, "")
-    return flat
-
-
 def handle_http_exception(error: HTTPException):
     if isinstance(error, ApiError):
         return error_response(error.code, error.error_code, error.message, error.details, error.extra_headers)
     status = error.code or 500
-    data = getattr(error, "data", None) or {}
-    messages = data.get("messages")
-    if messages is not None:
-        details = _flatten_messages(messages)
-        if details == {"_body": ["Invalid JSON body."]} or "Invalid JSON body." in str(messages):
-            return error_response(400, "malformed_json", "The request body is not valid JSON.")
-        # webargs uses 422 by default; SPEC says 400 with per-field details.
-        return error_response(400, "validation_error", "The request is invalid.", details)
+    data = getattr(error, "data", None) or {}  # what flask-smorest's abort() attaches
     code = HTTP_CODES.get(status, "error")
     message = data.get("message") or error.description or error.name
     headers = {}
@@ -146,7 +121,6 @@ def handle_domain_error(error: DomainError):
 
 def handle_out_of_range(error: Exception):
     """A value the database cannot store (an integer beyond 64 bits, say) is bad input, not a crash."""
-    _rollback()
     if "NUL" in str(getattr(error, "orig", error)) or "0x00" in str(getattr(error, "orig", error)):
         return error_response(400, "validation_error", "Text must not contain NUL characters.",
                               {"_body": ["A string in the request contains a NUL character (\\u0000)."]})
@@ -242,20 +216,7 @@ _SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "disk is 
 
 
 def _is_driver_operational(orig: BaseException) -> bool:
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
     return isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
-
-
-def _rollback() -> None:
-    from .extensions import db
-
-    try:
-        db.session.rollback()
-    except Exception:  # a dead connection cannot roll back; the pool discards it
-        log.debug("rollback failed", exc_info=True)
 
 
 def unavailable_response():
@@ -268,7 +229,6 @@ def handle_database_error(error: Exception):
     kind = classify_database_error(error)
     if kind is None:
         return handle_unexpected(error)
-    _rollback()
     if kind == "unavailable":
         outage.down(error)
         return unavailable_response()
@@ -292,15 +252,11 @@ def handle_unexpected(error: Exception):
 
 
 def register(app) -> None:
-    app.register_error_handler(HTTPException, handle_http_exception)
+    """Flask's error handlers for everything but ``HTTPException``, which flask-smorest's Api
+    registers with its ``handle_http_exception`` hook (``service.extensions.PitcrewApi``)."""
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(sa.exc.SQLAlchemyError, handle_database_error)
     app.register_error_handler(sqlite3.Error, handle_database_error)
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        app.register_error_handler(psycopg.Error, handle_database_error)
+    app.register_error_handler(psycopg.Error, handle_database_error)
     app.register_error_handler(OverflowError, handle_out_of_range)
     app.register_error_handler(Exception, handle_unexpected)

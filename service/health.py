@@ -7,6 +7,8 @@ and puts it back once the database answers again), like every endpoint
 that needs the database (service/errors.py).
 """
 
+import contextlib
+
 import sqlalchemy as sa
 from flask import Blueprint, jsonify
 
@@ -26,10 +28,8 @@ def readyz():
     try:
         db.session.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError as exc:
-        try:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
             db.session.rollback()
-        except sa.exc.SQLAlchemyError:
-            pass
         outage.down(exc)
         response = jsonify(status="unavailable", database="unreachable")
         response.status_code = 503

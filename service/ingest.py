@@ -30,8 +30,9 @@ events deduplicate by their own ids). Ids are kept ``BATCH_RETENTION``
 time it arrives. Remote evaluations (``POST /sdk/v1/evaluate``) are
 counted by :func:`count_remote`.
 
-Nothing here imports Flask: the HTTP layer (``service/sdk_api/events.py``)
-decodes the body and calls :func:`ingest`.
+No HTTP here: the HTTP layer (``service/sdk_api/events.py``) decodes the
+body and calls :func:`ingest`, which writes through Flask-SQLAlchemy's
+``db.session`` (so it runs inside an application context).
 """
 
 from __future__ import annotations

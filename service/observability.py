@@ -19,6 +19,7 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 REQUESTS = Counter("pitcrew_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -63,8 +64,6 @@ def _route() -> str:
 
 def metrics_response() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)

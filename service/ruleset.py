@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from pitcrew.evaluation import CompiledRuleset, compile_ruleset
 from pitcrew_edge import protocol
 
-from .domain.flags import default_targeting
 from .domain.holdouts import ruleset_entries as holdout_entries
+from .domain.targeting import default_targeting
 from .extensions import db
 from .models import Environment, Experiment, Flag, FlagTargeting, Segment
 

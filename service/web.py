@@ -6,13 +6,19 @@ return value has been turned into a response (for flask-smorest views: after
 the schema has dumped the body), so serialisation errors roll back instead of
 following a committed write. Errors raised by the commit itself (a unique or
 version conflict, a database outage) reach the registered error handlers like
-any other exception.
+any other exception. Any error of a request (in a view or in a
+``before_request`` hook) rolls the session back before the error handlers
+(service/errors.py) build the response.
 """
+
+import logging
 
 from flask import Flask
 
 from .domain import unit_of_work
 from .extensions import db
+
+log = logging.getLogger("pitcrew.errors")
 
 
 class PitcrewFlask(Flask):
@@ -26,3 +32,10 @@ class PitcrewFlask(Flask):
             db.session.rollback()
             raise
         return response
+
+    def handle_user_exception(self, e):
+        try:
+            db.session.rollback()
+        except Exception:  # a dead connection cannot roll back; the pool discards it
+            log.debug("rollback failed", exc_info=True)
+        return super().handle_user_exception(e)

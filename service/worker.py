@@ -50,6 +50,7 @@ from .domain import lifecycle, rollouts, schedules, webhooks
 from .domain.concurrency import begin_exclusive
 from .extensions import db
 from .models.types import utcnow
+from .observability import SCRAPE_REGISTRY
 
 log = logging.getLogger("pitcrew.worker")
 MAX_BACKOFF = 30.0
@@ -244,7 +245,5 @@ def init_app(app) -> None:
     global _registered
     app.cli.add_command(worker_command)
     if not _registered:
-        from .observability import SCRAPE_REGISTRY
-
         SCRAPE_REGISTRY.register(QueueCollector())
         _registered = True

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 from ..models import Experiment, Metric
 from . import queries, stats
-from .results import _moments, metric_spec, scope_of
+from .report import moments
+from .results import metric_spec, scope_of
+from .sums import MetricSums
 
 # Below this many units in either arm no decision is taken on a metric:
 # the asymptotic interval needs a sample of some size to be trusted.
@@ -43,9 +45,9 @@ class Verdict:
 
 def judge(metric: Metric, sums: dict, control: str, treatment: str, *, alpha: float,
           tuning_n: float = stats.DEFAULT_SEQUENTIAL_N, min_units: int = MIN_UNITS) -> dict:
-    """One guardrail: ``sums`` maps variation -> ``queries.MetricSums``."""
-    moments = _moments(metric.type, sums, [control, treatment], False)
-    a, b = moments[control], moments[treatment]
+    """One guardrail: ``sums`` maps variation -> ``sums.MetricSums``."""
+    found = moments(metric.type, sums, [control, treatment], False)
+    a, b = found[control], found[treatment]
     test = stats.sequential_test(a, b, alpha=alpha, tuning_n=tuning_n)
     enough = a.n >= min_units and b.n >= min_units
     harm = False
@@ -82,11 +84,12 @@ def measure(connection, experiment: Experiment, metrics: list[Metric]) -> tuple[
     for (variation, _), n in counts.units.items():
         units[variation] = units.get(variation, 0) + n
     specs = [metric_spec(m, NO_CUPED) for m in metrics]
-    result = queries.metric_sums(connection, scope, specs, n_units=sum(units.values()), first_us=counts.first_us)
+    cells = queries.metric_sums(connection, scope, specs, n_units=sum(units.values()),
+                                first_us=counts.first_us)
     sums: dict = {}
-    for (variation, _), by_metric in result.cells.items():
+    for (variation, _), by_metric in cells.items():
         for key, cell in by_metric.items():
-            sums.setdefault(key, {}).setdefault(variation, queries.MetricSums()).add(cell)
+            sums.setdefault(key, {}).setdefault(variation, MetricSums()).add(cell)
     return units, sums
 
 

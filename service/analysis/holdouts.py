@@ -23,35 +23,24 @@ from each unit's first exposure as in experiments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pitcrew.wire import HELD_OUT, HOLDOUT_PREFIX, MEASURED
 
 from ..models import Holdout, Metric
-from . import queries, stats
-from .results import (
-    MIN_UNITS_PER_VARIATION,
-    MULTIPLE_EXPOSURE_WARNING,
-    _adjust,
-    _metric_entry,
-    _verdicts,
-    metric_spec,
-)
+from . import queries, report, stats
+from .report import MIN_UNITS_PER_VARIATION, MULTIPLE_EXPOSURE_WARNING
+from .results import info_of, metric_spec
+from .sums import MetricSums
 
 GROUPS = (HELD_OUT, MEASURED)
 CONTROL = HELD_OUT
 
 
-@dataclass(frozen=True)
-class Design:
-    """The holdout seen as a two-arm experiment, for the shared result helpers
-    (they read ``variations`` and ``control``)."""
-
-    key: str
-    variations: list = field(default_factory=lambda: [{"variation": g, "weight": 5000} for g in GROUPS])
-    control: str = CONTROL
-    primary_metric: str | None = None
+def design_of(holdout: Holdout) -> report.Design:
+    """The holdout seen as a two-arm experiment, held-out units as the control."""
+    return report.Design(key=holdout.key, status="running", control=CONTROL,
+                         arms=tuple((group, 5000) for group in GROUPS))
 
 
 def scope_of(holdout: Holdout) -> queries.Scope:
@@ -63,7 +52,7 @@ def compute(connection, holdout: Holdout, environment: str, metrics: list[Metric
             now: datetime | None = None) -> dict:
     """The results document of ``holdout`` on ``metrics`` with the analysis ``settings``
     (an experiment's analysis settings: engine, alpha, sequential, cuped, correction, ...)."""
-    design = Design(holdout.key)
+    design = design_of(holdout)
     scope = scope_of(holdout)
     counts = queries.unit_counts(connection, scope)
     units = {g: 0 for g in GROUPS}
@@ -73,13 +62,14 @@ def compute(connection, holdout: Holdout, environment: str, metrics: list[Metric
     specs = [metric_spec(m, settings) for m in metrics]
     sums = queries.metric_sums(connection, scope, specs, n_units=sum(units.values()), first_us=counts.first_us)
     by_metric: dict = {}
-    for (g, _), cell in sums.cells.items():
+    for (g, _), cell in sums.items():
         for key, s in cell.items():
-            by_metric.setdefault(key, {}).setdefault(g, queries.MetricSums()).add(s)
-    entries = [_metric_entry(m, None, by_metric.get(m.key, {}), design, settings) for m in metrics]
-    _adjust(entries, settings["correction"])
-    for entry, metric in zip(entries, metrics, strict=True):
-        _verdicts(entry, metric, design, settings)
+            by_metric.setdefault(key, {}).setdefault(g, MetricSums()).add(s)
+    infos = [info_of(m) for m in metrics]
+    entries = [report.metric_entry(design, info, None, by_metric.get(info.key, {}), settings) for info in infos]
+    report.adjust(entries, settings["correction"])
+    for entry, info in zip(entries, infos, strict=True):
+        report.verdicts(entry, info, CONTROL, settings)
     return {
         "holdout": holdout.key,
         "environment": environment,

@@ -49,12 +49,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from ..models import Event
 from ..models.event import EXPOSURE, TRACK
+from .sums import MetricSums
 
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 24 * US_PER_HOUR
@@ -89,38 +90,6 @@ class UnitCounts:
     units: dict  # {(variation, dimension_value): n}; dimension_value None without a dimension
     multiple_exposures: int
     first_us: int | None  # earliest first exposure
-
-
-@dataclass
-class MetricSums:
-    """Sums for one metric in one (variation, dimension value) cell."""
-
-    n: int = 0
-    sum_y: float = 0.0
-    sum_y2: float = 0.0
-    sum_d: float = 0.0
-    sum_d2: float = 0.0
-    sum_yd: float = 0.0
-    sum_x: float = 0.0
-    sum_x2: float = 0.0
-    sum_xy: float = 0.0
-
-    def add(self, other: MetricSums) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class Caps:
-    y: float | None = None
-    d: float | None = None
-    x: float | None = None
-
-
-@dataclass
-class MetricResultSums:
-    cells: dict = field(default_factory=dict)  # {(variation, dim): {metric_key: MetricSums}}
-    caps: dict = field(default_factory=dict)  # {metric_key: Caps}
 
 
 def _plan_for_aggregation(connection) -> None:
@@ -276,9 +245,10 @@ def _cap_subquery(per_unit, column: str, n: int, quantile: float):
 
 
 def metric_sums(connection, scope: Scope, metrics: Sequence[MetricSpec], *, n_units: int,
-                first_us: int | None, dimension: str | None = None) -> MetricResultSums:
-    """Sufficient statistics of every metric per (variation, dimension value), in one statement."""
-    result = MetricResultSums()
+                first_us: int | None, dimension: str | None = None) -> dict:
+    """``{(variation, dimension value): {metric key: MetricSums}}``: the sufficient statistics of
+    every metric per cell, in one statement (dimension value None without a dimension)."""
+    result: dict = {}
     if not metrics or n_units == 0:
         return result
     _plan_for_aggregation(connection)
@@ -322,18 +292,12 @@ def metric_sums(connection, scope: Scope, metrics: Sequence[MetricSpec], *, n_un
     stmt = sa.select(*columns).group_by(per_unit.c.variation, per_unit.c.dim)
     if caps is not None:
         stmt = stmt.select_from(per_unit.join(caps, sa.true()))
-        stmt = stmt.add_columns(*[sa.func.max(c).label(c.name) for c in caps.c])
     for row in connection.execute(stmt).mappings():
-        cell = result.cells.setdefault((row["variation"], _dim_value(row["dim"])), {})
+        cell = result.setdefault((row["variation"], _dim_value(row["dim"])), {})
         for metric in metrics:
             cell.setdefault(metric.key, MetricSums(n=int(row["n"])))
         for key, name, label in layout:
             setattr(cell[key], name, float(row[label] or 0.0))
-        if caps is not None:
-            for i, metric in enumerate(metrics):
-                c = Caps(*(row.get(f"cap_{p}{i}") for p in ("y", "d", "x")))
-                if any(v is not None for v in (c.y, c.d, c.x)):
-                    result.caps[metric.key] = c
     return result
 
 
@@ -376,20 +340,8 @@ def first_exposures(connection, scope: Scope, dimensions: Sequence[str], *, batc
 # --------------------------------------------------------------------------- daily cumulative series
 
 
-@dataclass
-class DayDeltas:
-    """What one UTC day adds to a variation's cumulative sufficient statistics."""
-
-    n: int = 0
-    sum_y: float = 0.0
-    sum_y2: float = 0.0
-    sum_d: float = 0.0
-    sum_d2: float = 0.0
-    sum_yd: float = 0.0
-
-
 def daily_deltas(connection, scope: Scope, metric: MetricSpec, *, first_us: int | None) -> dict:
-    """``{(variation, utc_day): DayDeltas}``: the sufficient statistics of ``metric``
+    """``{(variation, utc_day): MetricSums}``: the sufficient statistics of ``metric``
     restricted to what was known at the end of each UTC day, as day-by-day changes.
 
     The cumulative statistic at day D is the sum of the deltas of days <= D.
@@ -410,7 +362,7 @@ def daily_deltas(connection, scope: Scope, metric: MetricSpec, *, first_us: int 
     for v, day, n in connection.execute(
             sa.select(units.c.variation, entered.label("day"), sa.func.count()).where(included)
             .group_by(units.c.variation, entered)):
-        result[(v, int(day))] = DayDeltas(n=int(n))
+        result[(v, int(day))] = MetricSums(n=int(n))
 
     t = events.alias("t")
     first_ts = units.c.first_ts
@@ -456,7 +408,7 @@ def daily_deltas(connection, scope: Scope, metric: MetricSpec, *, first_us: int 
                   sa.func.sum(now_y * now_d - before_y * before_d).label("dyd")]
     stmt = sa.select(run.c.variation, run.c.day, *parts).group_by(run.c.variation, run.c.day)
     for row in connection.execute(stmt).mappings():
-        cell = result.setdefault((row["variation"], int(row["day"])), DayDeltas())
+        cell = result.setdefault((row["variation"], int(row["day"])), MetricSums())
         cell.sum_y += float(row["dy"] or 0.0)
         cell.sum_y2 += float(row["dy2"] or 0.0)
         if metric.type == "ratio":

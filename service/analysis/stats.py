@@ -37,10 +37,9 @@ Per-variation summaries -> ``Moments``
     adjusted mean ybar - theta xbar and variance
     var_y + theta^2 var_x - 2 theta cov_xy (binary=True: conversion metric,
     variances p(1-p)).  ``unadjusted_mean`` keeps ybar.
-``cuped_pair_moments(control, treatment, binary=False) -> (Moments, Moments)``
-    theta pooled over the pair, exactly like gbstats (which computes theta
-    per control/treatment comparison).  For one theta for all variations,
-    call ``cuped_theta(all_variations)`` and ``cuped_moments`` yourself.
+    For one control/treatment pair, ``cuped_theta([control, treatment])``
+    is exactly gbstats' theta (which gbstats computes per comparison); the
+    results pool it over all the variations of a slice.
 
 Comparisons (control first, treatment second; both ``Moments``)
 ----------------------------------------------------------------
@@ -85,25 +84,20 @@ Experiment-level checks
     no units -> p = 1; variations with weight <= 0 are skipped, df = k - 1.
 ``holm(p_values) / benjamini_hochberg(p_values) -> list[float | None]``
 ``adjust_p_values(p_values, method: None | "holm" | "bh") -> list[float | None]``
-    None entries are passed through and do not count in m.
+    None entries are passed through and do not count in m.  Benjamini-
+    Hochberg is scipy's ``false_discovery_control``.
 
 Winsorization (capping)
 -----------------------
-``winsorize_cap(values, quantile, ignore_zeros=False) -> float | None``
-    the cap = ``quantile`` (e.g. 0.99) of the per-unit values, linear
-    interpolation -- identical to SQL ``percentile_cont(q) WITHIN GROUP``.
-``winsorize(values, cap=None, *, quantile=None) -> np.ndarray``
-    min(value, cap) (upper tail only, like GrowthBook's percentile capping).
-How capped sufficient statistics are formed: compute the cap once per
-metric over the per-unit values of *all* variations (zeros included unless
-``ignore_zeros``), then aggregate the capped per-unit values:
-``n = count(*)``, ``sum = sum(least(y, cap))``,
-``sum_squares = sum(least(y, cap)^2)``.  Ratio metrics cap numerator and
-denominator per unit with their own caps; CUPED caps the pre-period value
-with a cap computed on the pre-period values.  Conversion metrics are not
-capped.  ``sample_stats_from_values``, ``ratio_stats_from_values`` and
-``cuped_stats_from_values`` build the dataclasses from per-unit arrays
-(reference implementation of the SQL aggregation; handy in tests).
+Capped sufficient statistics are formed in SQL (``queries.py``): the cap
+is the ``quantile`` (e.g. 0.99) of the per-unit values of *all* variations
+(linear interpolation, as ``percentile_cont``), upper tail only (like
+GrowthBook's percentile capping), then ``n = count(*)``,
+``sum = sum(least(y, cap))``, ``sum_squares = sum(least(y, cap)^2)``.
+Ratio metrics cap numerator and denominator per unit with their own caps;
+CUPED caps the pre-period value with a cap computed on the pre-period
+values.  Conversion metrics are not capped.  A numpy reference of the
+same aggregation is in tests/analysis/reference.py.
 
 Not computable
 --------------
@@ -312,14 +306,6 @@ def cuped_moments(c: CupedStats, theta: float, binary: bool = False) -> Moments:
         unadjusted_mean=post_mean,
         cuped=CupedParts(theta, post_mean, var_y, var_x, cov),
     )
-
-
-def cuped_pair_moments(
-    control: CupedStats, treatment: CupedStats, binary: bool = False
-) -> tuple[Moments, Moments]:
-    """Moments for one control/treatment comparison, theta pooled over the pair."""
-    theta = cuped_theta([control, treatment], binary)
-    return cuped_moments(control, theta, binary), cuped_moments(treatment, theta, binary)
 
 
 # ---------------------------------------------------------------------------
@@ -685,17 +671,14 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
 
 
 def benjamini_hochberg(p_values: Sequence[float | None]) -> list[float | None]:
-    """Benjamini-Hochberg (FDR) adjusted p-values; None entries passed through."""
+    """Benjamini-Hochberg (FDR) adjusted p-values (scipy's ``false_discovery_control``);
+    None entries passed through."""
     out: list[float | None] = [None] * len(p_values)
     idx, p = _present(p_values)
-    m = len(p)
-    if m == 0:
+    if len(p) == 0:
         return out
-    order = np.argsort(p, kind="mergesort")
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adj = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    for rank, j in enumerate(order):
-        out[idx[j]] = float(adj[rank])
+    for i, adjusted in zip(idx, _st.false_discovery_control(p, method="bh"), strict=True):
+        out[i] = float(adjusted)
     return out
 
 
@@ -710,53 +693,3 @@ def adjust_p_values(
     if method == "bh":
         return benjamini_hochberg(p_values)
     raise ValueError(f"unknown correction {method!r}")
-
-
-# ---------------------------------------------------------------------------
-# winsorization and reference aggregation
-# ---------------------------------------------------------------------------
-
-
-def winsorize_cap(values, quantile: float, ignore_zeros: bool = False) -> float | None:
-    """Upper cap = ``quantile`` of the per-unit values (SQL percentile_cont)."""
-    if not 0.0 <= quantile <= 1.0:
-        raise ValueError("quantile must be in [0, 1]")
-    v = np.asarray(values, dtype=float).ravel()
-    v = v[np.isfinite(v)]
-    if ignore_zeros:
-        v = v[v != 0]
-    if v.size == 0:
-        return None
-    return float(np.quantile(v, quantile))
-
-
-def winsorize(values, cap: float | None = None, *, quantile: float | None = None) -> np.ndarray:
-    """min(value, cap); the cap is computed from ``quantile`` if not given."""
-    v = np.asarray(values, dtype=float)
-    if cap is None and quantile is not None:
-        cap = winsorize_cap(v, quantile)
-    if cap is None:
-        return v.copy()
-    return np.minimum(v, cap)
-
-
-def sample_stats_from_values(values, cap: float | None = None) -> SampleStats:
-    """SampleStats of per-unit values (optionally capped at ``cap``)."""
-    v = winsorize(values, cap)
-    return SampleStats(int(v.size), float(v.sum()), float(np.dot(v, v)))
-
-
-def ratio_stats_from_values(num, den) -> RatioStats:
-    m = np.asarray(num, dtype=float)
-    d = np.asarray(den, dtype=float)
-    return RatioStats(
-        int(m.size), float(m.sum()), float(m @ m), float(d.sum()), float(d @ d), float(m @ d)
-    )
-
-
-def cuped_stats_from_values(y, x) -> CupedStats:
-    yy = np.asarray(y, dtype=float)
-    xx = np.asarray(x, dtype=float)
-    return CupedStats(
-        int(yy.size), float(yy.sum()), float(yy @ yy), float(xx.sum()), float(xx @ xx), float(yy @ xx)
-    )

@@ -13,7 +13,7 @@ from ..schemas.process import (
     ChangeRequestSchema,
     ReviewSchema,
 )
-from .common import etag, if_match
+from .common import etag, if_match, page
 
 blp = Blueprint("change_requests", __name__, url_prefix="/api/v1/change-requests",
                 description="Reviewed changes to targeting in protected environments (docs/process.md).")
@@ -33,8 +33,7 @@ class ChangeRequests(MethodView):
     @blp.response(200, ChangeRequestPageSchema)
     def get(self, query):
         """List change requests, newest first (filter by flag, environment, state)"""
-        result = domain.list_requests(**query)
-        return {"items": [domain.to_dict(r) for r in result.items], "next_cursor": result.next_cursor}
+        return page(domain.list_requests(**query), domain.to_dicts)
 
     @blp.arguments(ChangeRequestCreateSchema)
     @blp.response(201, ChangeRequestSchema)

@@ -16,7 +16,7 @@ from ..schemas.experiments import (
     TimeseriesQuerySchema,
     TimeseriesSchema,
 )
-from .common import etag, if_match
+from .common import etag, if_match, page
 
 blp = Blueprint("experiments", __name__, url_prefix="/api/v1/experiments",
                 description="Experiments: definition, lifecycle, results and exports.")
@@ -28,8 +28,7 @@ class Experiments(MethodView):
     @blp.response(200, ExperimentPageSchema)
     def get(self, query):
         """List experiments (filter by status, flag, environment)"""
-        result = domain.list_experiments(**query)
-        return {"items": [domain.to_dict(e) for e in result.items], "next_cursor": result.next_cursor}
+        return page(domain.list_experiments(**query), domain.to_dicts)
 
     @blp.arguments(ExperimentSchema)
     @blp.response(201, ExperimentSchema)

@@ -28,8 +28,7 @@ class Flags(MethodView):
     @blp.response(200, FlagPageSchema)
     def get(self, query):
         """List flags (archived ones only with archived=true; lifecycle= filters on the stage)"""
-        result = domain.list_flags(**query)
-        return {"items": domain.to_dicts(result.items), "next_cursor": result.next_cursor}
+        return page(domain.list_flags(**query), domain.to_dicts)
 
     @blp.arguments(FlagSchema)
     @blp.response(201, FlagSchema)

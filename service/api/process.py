@@ -20,14 +20,10 @@ from ..schemas.process import (
     ScheduleQuerySchema,
     ScheduleSchema,
 )
-from .common import etag, if_match
+from .common import etag, if_match, page
 
 blp = Blueprint("flag_process", __name__, url_prefix="/api/v1/flags",
                 description="Scheduled changes and guarded rollouts (docs/process.md).")
-
-
-def _page(result, to_dict):
-    return {"items": [to_dict(item) for item in result.items], "next_cursor": result.next_cursor}
 
 
 @blp.route("/<string:key>/schedules")
@@ -37,7 +33,8 @@ class FlagSchedules(MethodView):
     def get(self, query, key):
         """The flag's scheduled changes in every environment, newest first"""
         environment = query.pop("environment")
-        return _page(schedule_domain.list_for_flag(key, environment, **query), schedule_domain.to_dict)
+        items = schedule_domain.list_for_flag(key, environment, **query)
+        return page(items, schedule_domain.to_dicts)
 
 
 @blp.route("/<string:key>/environments/<string:env>/schedules")
@@ -46,7 +43,7 @@ class Schedules(MethodView):
     @blp.response(200, SchedulePageSchema)
     def get(self, query, key, env):
         """The flag's scheduled changes in the environment, newest first"""
-        return _page(schedule_domain.list_for_flag(key, env, **query), schedule_domain.to_dict)
+        return page(schedule_domain.list_for_flag(key, env, **query), schedule_domain.to_dicts)
 
     @blp.arguments(ScheduleCreateSchema)
     @blp.response(201, ScheduleSchema)
@@ -81,7 +78,8 @@ class FlagRollouts(MethodView):
     def get(self, query, key):
         """The flag's guarded rollouts in every environment, newest first"""
         environment = query.pop("environment")
-        return _page(rollout_domain.list_for_flag(key, environment, **query), rollout_domain.to_dict)
+        items = rollout_domain.list_for_flag(key, environment, **query)
+        return page(items, rollout_domain.to_dicts)
 
 
 @blp.route("/<string:key>/environments/<string:env>/rollouts")
@@ -90,7 +88,7 @@ class Rollouts(MethodView):
     @blp.response(200, GuardedRolloutPageSchema)
     def get(self, query, key, env):
         """The flag's guarded rollouts in the environment, newest first"""
-        return _page(rollout_domain.list_for_flag(key, env, **query), rollout_domain.to_dict)
+        return page(rollout_domain.list_for_flag(key, env, **query), rollout_domain.to_dicts)
 
     @blp.arguments(GuardedRolloutCreateSchema)
     @blp.response(201, GuardedRolloutSchema)
@@ -115,7 +113,8 @@ class RolloutChecks(MethodView):
     @blp.response(200, GuardedRolloutCheckPageSchema)
     def get(self, query, key, env, rollout_id):
         """Every guardrail check of the rollout, newest first (the numbers behind each decision)"""
-        return _page(rollout_domain.list_checks(key, env, rollout_id, **query), rollout_domain.check_to_dict)
+        checks = rollout_domain.list_checks(key, env, rollout_id, **query)
+        return page(checks, rollout_domain.checks_to_dicts)
 
 
 @blp.route("/<string:key>/environments/<string:env>/rollouts/<int:rollout_id>/cancel")

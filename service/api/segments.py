@@ -9,7 +9,7 @@ from ..schemas.segments import (
     SegmentQuerySchema,
     SegmentSchema,
 )
-from .common import etag, if_match
+from .common import etag, if_match, page
 
 blp = Blueprint("segments", __name__, url_prefix="/api/v1/segments", description="Reusable audiences.")
 
@@ -20,8 +20,7 @@ class Segments(MethodView):
     @blp.response(200, SegmentPageSchema)
     def get(self, query):
         """List segments"""
-        result = domain.list_segments(**query)
-        return {"items": [domain.to_dict(s) for s in result.items], "next_cursor": result.next_cursor}
+        return page(domain.list_segments(**query), domain.to_dicts)
 
     @blp.arguments(SegmentSchema)
     @blp.response(201, SegmentSchema)

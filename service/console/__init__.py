@@ -21,9 +21,10 @@ bp = Blueprint("console", __name__, template_folder="templates", static_folder="
                static_url_path="/console/static")
 
 
-from . import session, views  # noqa: E402,F401  (hooks and routes register on bp when imported)
-
-
 def init_app(app) -> None:
+    # The session's hooks and the views' routes register on ``bp`` when imported; they import
+    # ``bp`` from here, so this package imports them only when the console is mounted.
+    from . import session, views  # noqa: F401
+
     session.init_app(app)
     app.register_blueprint(bp)

@@ -34,6 +34,7 @@ from ..domain.errors import DomainError
 from ..extensions import db
 from ..models import Token
 from . import bp
+from .forms import STATUS
 
 csrf = CSRFProtect()
 PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
@@ -179,8 +180,6 @@ def _csrf_failed(error):
 @bp.errorhandler(DomainError)
 def _domain_error(error):
     db.session.rollback()
-    from .forms import STATUS
-
     return error_page(STATUS.get(error.code, 400), "Cannot do that", error.message, error.details)
 
 

@@ -21,6 +21,12 @@ def record(actor: Actor, action: str, resource_type: str, resource_key: str, *,
     return entry
 
 
+def json_ready(data: dict) -> dict:
+    """``data`` as an audit entry stores it: its datetimes as ISO 8601 strings."""
+    return {key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in data.items()}
+
+
 def list_entries(*, resource_type: str | None = None, resource_key: str | None = None,
                  actor: str | None = None, environment: str | None = None,
                  since: datetime | None = None, until: datetime | None = None,

@@ -24,6 +24,7 @@ Life of a request (docs/process.md):
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from ..extensions import db
 from ..models import ChangeRequest, ChangeRequestReview, Environment, Flag, ScheduledChange
@@ -36,7 +37,8 @@ from .concurrency import locked, race_is_conflict, save
 from .diff import json_diff
 from .environments import get as get_environment
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, by_id, paginate
+from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
 ACTIVE = ("open", "approved", "scheduled")
@@ -55,7 +57,7 @@ def get(request_id: int, *, lock: bool = False) -> ChangeRequest:
 
 def list_requests(*, flag: str | None = None, environment: str | None = None, state: str | None = None,
                   limit: int = 50, cursor: str | None = None) -> Page:
-    stmt = sa.select(ChangeRequest)
+    stmt = sa.select(ChangeRequest).options(selectinload(ChangeRequest.reviews))
     if flag:
         stmt = stmt.where(ChangeRequest.flag_id == sa.select(Flag.id).where(Flag.key == flag).scalar_subquery())
     if environment:
@@ -81,12 +83,23 @@ def proposed_targeting(flag: Flag, environment: Environment, request: ChangeRequ
     if request.rollout is not None:
         return flag_domain.targeting_for(flag, environment)
     if request.targeting is not None:
-        return flag_domain._normalise_targeting(request.targeting)
-    return flag_domain._normalise_targeting({**flag_domain.targeting_for(flag, environment), **request.patch})
+        return normalise_targeting(request.targeting)
+    return normalise_targeting({**flag_domain.targeting_for(flag, environment), **request.patch})
+
+
+def to_dicts(requests: list[ChangeRequest]) -> list[dict]:
+    """The requests as the API shows them; their flags (with targeting) and environments are
+    read once for all of them (list_requests loads the reviews with the page)."""
+    flags = by_id(Flag, (r.flag_id for r in requests), selectinload(Flag.targeting))
+    environments = by_id(Environment, (r.environment_id for r in requests))
+    return [_to_dict(r, flags[r.flag_id], environments[r.environment_id]) for r in requests]
 
 
 def to_dict(request: ChangeRequest) -> dict:
-    flag, environment = _parts(request)
+    return _to_dict(request, *_parts(request))
+
+
+def _to_dict(request: ChangeRequest, flag: Flag, environment: Environment) -> dict:
     live = flag_domain.targeting_for(flag, environment)
     proposed = proposed_targeting(flag, environment, request)
     return {
@@ -141,7 +154,7 @@ def _validate(flag: Flag, environment: Environment, request: ChangeRequest) -> N
             raise
         return
     prefix = "targeting" if request.targeting is not None else "patch"
-    flag_domain._check_targeting(flag, environment, proposed_targeting(flag, environment, request),
+    flag_domain.check_targeting(flag, environment, proposed_targeting(flag, environment, request),
                                  flag.variations, prefix)
 
 

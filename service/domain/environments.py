@@ -1,10 +1,11 @@
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from ..extensions import db
 from ..models import Environment
 from . import Actor, audit, unit_of_work
-from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update
+from .errors import Conflict, ValidationFailed
+from .locking import get_by_key
 from .pagination import Page, paginate
 from .versioning import check_version
 
@@ -32,17 +33,13 @@ def _approvals(data: dict, current: int) -> int:
 
 def get(key: str, *, lock: bool = False) -> Environment:
     """The environment; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
-    if lock:
-        env = for_update(Environment, Environment.key == key)
-    else:
-        env = db.session.scalars(sa.select(Environment).where(Environment.key == key)).first()
-    if env is None:
-        raise NotFound(f"Environment '{key}' does not exist.")
-    return env
+    return get_by_key(Environment, key, lock=lock, name="Environment")
 
 
 def list_environments(*, limit: int = 50, cursor: str | None = None) -> Page:
-    return paginate(sa.select(Environment), Environment.id, limit=limit, cursor=cursor)
+    """A page of environments, each with its SDK keys (loaded with the page)."""
+    stmt = sa.select(Environment).options(selectinload(Environment.sdk_keys))
+    return paginate(stmt, Environment.id, limit=limit, cursor=cursor)
 
 
 def create(actor: Actor, data: dict) -> Environment:

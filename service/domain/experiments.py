@@ -17,16 +17,27 @@ Rules (beyond the schemas):
   a ``PATCH`` may also set on a stopped or concluded experiment;
 * only non-running experiments can be deleted; their exposures go with them.
 
+Defaults that do what a PM means: the variations are all the flag's, equal
+weights; the control is the flag's ``off_variation`` in the experiment's
+environment when it is one of them (what users get today), else the first.
+
 Creating an experiment adds its rule to the flag's targeting in its
-environment (unless a rule or the fallthrough already serves it). Every
-change writes an audit entry; changes to what SDKs see (anything while the
-experiment is running or released) bump the environment's ruleset version.
+environment (unless a rule or the fallthrough already serves it), where the
+request's ``audience`` says (``domain/targeting.experiment_rule``): after the
+existing rules by default, so targeting that exists keeps precedence, as in
+LaunchDarkly and GrowthBook; the experiment's ``audience`` (read from the
+targeting) shows which rules come first. Every change writes an audit
+entry; changes to what SDKs see (anything while the experiment is running
+or released) bump the environment's ruleset version.
 """
 
 import sqlalchemy as sa
 
+from ..analysis import power, queries
+from ..analysis import results as analysis
+from ..analysis.settings import DEFAULT_ANALYSIS, resolve
 from ..extensions import db
-from ..models import Environment, Event, Experiment, Flag
+from ..models import Environment, Event, Experiment, Flag, FlagTargeting
 from ..models.event import EXPOSURE
 from ..models.types import utcnow
 from . import Actor, audit, protection, ruleset_versions, unit_of_work
@@ -35,17 +46,13 @@ from . import metrics as metric_domain
 from .announce import announce
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update
+from .locking import for_update, get_by_key
 from .pagination import Page, paginate
+from .targeting import experiment_audience
 from .versioning import check_version
 
 TOTAL_WEIGHT = 10000
-ENGINES = ("frequentist", "bayesian")
-CORRECTIONS = ("holm", "bh")
 OUTCOMES = ("ship", "rollback", "iterate")
-DEFAULT_ANALYSIS = {"engine": "frequentist", "alpha": 0.05, "sequential": False, "sequential_n": 5000,
-                    "cuped": False, "cuped_days": 14, "correction": None, "prior_mean": None,
-                    "prior_variance": None, "target_mde": 0.05, "chance_to_win": 0.95}
 
 # Lifecycle actions announced to webhooks (docs/webhooks.md).
 ANNOUNCED = {"start": "experiment.started", "stop": "experiment.stopped", "conclude": "experiment.concluded"}
@@ -61,31 +68,58 @@ def get(key: str, *, lock: bool = False) -> Experiment:
     """The experiment; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py).
 
     Lock order: an experiment before its flag (creating and deleting one change the flag's targeting)."""
-    if lock:
-        experiment = for_update(Experiment, Experiment.key == key)
-    else:
-        experiment = db.session.scalars(sa.select(Experiment).where(Experiment.key == key)).first()
-    if experiment is None:
-        raise NotFound(f"Experiment '{key}' does not exist.")
-    return experiment
+    return get_by_key(Experiment, key, lock=lock, name="Experiment")
 
 
-def _keys(experiment: Experiment) -> tuple[str, str]:
-    flag_key = db.session.scalar(sa.select(Flag.key).where(Flag.id == experiment.flag_id))
-    env_key = db.session.scalar(sa.select(Environment.key).where(Environment.id == experiment.environment_id))
-    return flag_key, env_key
+def _keys_by_id(model, ids) -> dict[int, str]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = db.session.execute(sa.select(model.id, model.key).where(model.id.in_(wanted)))
+    return dict(rows.all())
+
+
+def _environment_key(experiment: Experiment) -> str:
+    return _keys_by_id(Environment, [experiment.environment_id])[experiment.environment_id]
+
+
+def _audiences(experiments: list[Experiment]) -> dict[int, dict | None]:
+    """{experiment id: its audience in its flag's targeting} (one query for all of them)."""
+    pairs = {(e.flag_id, e.environment_id) for e in experiments}
+    if not pairs:
+        return {}
+    rows = db.session.execute(
+        sa.select(FlagTargeting.flag_id, FlagTargeting.environment_id, FlagTargeting.targeting)
+        .where(FlagTargeting.flag_id.in_({f for f, _ in pairs}))).all()
+    stored = {(f, e): t for f, e, t in rows if (f, e) in pairs}
+    return {e.id: experiment_audience(stored.get((e.flag_id, e.environment_id)) or {}, e.key)
+            for e in experiments}
+
+
+def to_dicts(experiments: list[Experiment]) -> list[dict]:
+    """The experiments as the API shows them; their flags' and environments' keys and the targeting
+    that gives each its audience are read once for all of them."""
+    flag_keys = _keys_by_id(Flag, (e.flag_id for e in experiments))
+    env_keys = _keys_by_id(Environment, (e.environment_id for e in experiments))
+    audiences = _audiences(experiments)
+    return [_to_dict(e, flag_keys[e.flag_id], env_keys[e.environment_id], audiences[e.id])
+            for e in experiments]
 
 
 def to_dict(experiment: Experiment) -> dict:
-    flag_key, env_key = _keys(experiment)
+    return to_dicts([experiment])[0]
+
+
+def _to_dict(experiment: Experiment, flag_key: str, env_key: str, audience: dict | None) -> dict:
     return {
         "key": experiment.key, "name": experiment.name, "hypothesis": experiment.hypothesis,
         "owner": experiment.owner, "tags": experiment.tags or [], "flag": flag_key, "environment": env_key,
         "variations": experiment.variations, "control": experiment.control, "traffic": experiment.traffic,
         "unit": experiment.unit, "layer": experiment.layer, "salt": experiment.salt,
+        "audience": audience,
         "primary_metric": experiment.primary_metric, "secondary_metrics": experiment.secondary_metrics or [],
         "guardrail_metrics": experiment.guardrail_metrics or [], "dimensions": experiment.dimensions or [],
-        "analysis": analysis_settings(experiment), "status": experiment.status,
+        "analysis": resolve(experiment.analysis), "status": experiment.status,
         "started_at": experiment.started_at, "stopped_at": experiment.stopped_at,
         "concluded_at": experiment.concluded_at, "released_variation": experiment.released_variation,
         "decision": experiment.decision, "version": experiment.version,
@@ -95,22 +129,7 @@ def to_dict(experiment: Experiment) -> dict:
 
 def snapshot(experiment: Experiment) -> dict:
     """JSON-ready copy for the audit log."""
-    data = to_dict(experiment)
-    for field in ("started_at", "stopped_at", "concluded_at", "created_at", "updated_at"):
-        if data[field] is not None:
-            data[field] = data[field].isoformat()
-    return data
-
-
-def analysis_settings(experiment: Experiment) -> dict:
-    return {**DEFAULT_ANALYSIS, **(experiment.analysis or {})}
-
-
-def metric_keys(experiment: Experiment) -> list[str]:
-    """Primary, secondary and guardrail metrics, in that order, without repeats."""
-    keys = ([experiment.primary_metric] if experiment.primary_metric else []) \
-        + list(experiment.secondary_metrics or []) + list(experiment.guardrail_metrics or [])
-    return list(dict.fromkeys(keys))
+    return audit.json_ready(to_dict(experiment))
 
 
 def list_experiments(*, status: str | None = None, flag: str | None = None, environment: str | None = None,
@@ -208,7 +227,7 @@ def _finish(actor: Actor, experiment: Experiment, action: str, before: dict | No
     if before is not None:
         experiment.version += 1
     db.session.flush()
-    _, env_key = _keys(experiment)
+    env_key = _environment_key(experiment)
     after = snapshot(experiment)
     audit.record(actor, action, "experiment", experiment.key, environment=env_key, before=before, after=after)
     if action in ANNOUNCED:
@@ -221,6 +240,21 @@ def _finish(actor: Actor, experiment: Experiment, action: str, before: dict | No
 
 
 # ---------------------------------------------------------------- writing
+
+def _for_change(key: str, action: str, if_match: int | None, changes: dict | None = None) -> Experiment:
+    """The experiment, locked for ``action``: refused in a protected environment or while a
+    guarded rollout runs it (service/domain/protection.py), or when ``if_match`` is stale."""
+    experiment = get(key, lock=True)
+    protection.guard_experiment(experiment, action, changes)
+    check_version(experiment.version, if_match)
+    return experiment
+
+
+def _require_status(experiment: Experiment, allowed: tuple[str, ...], doing: str) -> None:
+    if experiment.status not in allowed:
+        raise Conflict(f"Only a {' or '.join(allowed)} experiment can {doing}; "
+                       f"'{experiment.key}' is {experiment.status}.",
+                       {"status": [f"Is {experiment.status}."]})
 
 def create(actor: Actor, data: dict) -> Experiment:
     key = data["key"]
@@ -240,10 +274,13 @@ def create(actor: Actor, data: dict) -> Experiment:
     given = data.get("variations")
     arms = _default_arms(flag) if given is None else [{"variation": a["variation"], "weight": a["weight"]}
                                                       for a in given]
+    off = flag_domain.targeting_for(flag, environment).get("off_variation")
+    arm_keys = [a["variation"] for a in arms]
+    default_control = off if off in arm_keys else (arm_keys[0] if arm_keys else "")
     values = {
         "name": data.get("name") or key, "hypothesis": data.get("hypothesis") or "",
         "owner": data.get("owner"), "tags": data.get("tags") or [],
-        "variations": arms, "control": data.get("control") or (arms[0]["variation"] if arms else ""),
+        "variations": arms, "control": data.get("control") or default_control,
         "traffic": data.get("traffic", TOTAL_WEIGHT), "unit": data.get("unit") or "id",
         "layer": data.get("layer"), "salt": data.get("salt") or key,
         "primary_metric": data.get("primary_metric"),
@@ -257,14 +294,12 @@ def create(actor: Actor, data: dict) -> Experiment:
                             **values)
     db.session.add(experiment)
     db.session.flush()
-    flag_domain.ensure_experiment_rule(actor, flag, environment, key)
+    flag_domain.ensure_experiment_rule(actor, flag, environment, key, data.get("audience"))
     return _finish(actor, experiment, "create", None, False)
 
 
 def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "update", changes)
-    check_version(experiment.version, if_match)
+    experiment = _for_change(key, "update", if_match, changes)
     status = experiment.status
     errors: dict[str, list[str]] = {}
     if status != "draft":
@@ -295,7 +330,7 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
     if "variations" in changes:
         values["variations"] = [{"variation": a["variation"], "weight": a["weight"]} for a in changes["variations"]]
     if "analysis" in changes:
-        values["analysis"] = {**analysis_settings(experiment), **changes["analysis"]}
+        values["analysis"] = {**resolve(experiment.analysis), **changes["analysis"]}
     values["salt"] = values["salt"] or experiment.key
     values["unit"] = values["unit"] or "id"
     _validate(values, _flag_of(experiment))
@@ -321,12 +356,8 @@ def _layer_conflicts(experiment: Experiment) -> list[str]:
 
 
 def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "start")
-    check_version(experiment.version, if_match)
-    if experiment.status != "draft":
-        raise Conflict(f"Only a draft experiment can start; '{key}' is {experiment.status}.",
-                       {"status": [f"Is {experiment.status}."]})
+    experiment = _for_change(key, "start", if_match)
+    _require_status(experiment, ("draft",), "start")
     flag = _flag_of(experiment)
     errors: dict[str, list[str]] = {}
     if flag.archived:
@@ -352,12 +383,8 @@ def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
 
 
 def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "stop")
-    check_version(experiment.version, if_match)
-    if experiment.status != "running":
-        raise Conflict(f"Only a running experiment can stop; '{key}' is {experiment.status}.",
-                       {"status": [f"Is {experiment.status}."]})
+    experiment = _for_change(key, "stop", if_match)
+    _require_status(experiment, ("running",), "stop")
     before = snapshot(experiment)
     experiment.status = "stopped"
     experiment.stopped_at = utcnow()
@@ -365,12 +392,8 @@ def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
 
 
 def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "conclude")
-    check_version(experiment.version, if_match)
-    if experiment.status not in ("running", "stopped"):
-        raise Conflict(f"Only a running or stopped experiment can be concluded; '{key}' is {experiment.status}.",
-                       {"status": [f"Is {experiment.status}."]})
+    experiment = _for_change(key, "conclude", if_match)
+    _require_status(experiment, ("running", "stopped"), "be concluded")
     arms = [a["variation"] for a in experiment.variations]
     decision = dict(data["decision"])
     errors: dict[str, list[str]] = {}
@@ -398,14 +421,12 @@ def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) ->
 
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "delete")
-    check_version(experiment.version, if_match)
+    experiment = _for_change(key, "delete", if_match)
     if experiment.status == "running":
         raise Conflict(f"Experiment '{key}' is running; stop it before deleting it.",
                        {"status": ["Is running."]})
     before = snapshot(experiment)
-    _, env_key = _keys(experiment)
+    env_key = _environment_key(experiment)
     was_visible = _visible(experiment)
     flag = for_update(Flag, Flag.id == experiment.flag_id)
     flag_domain.remove_experiment_rule(actor, flag, db.session.get(Environment, experiment.environment_id),
@@ -423,42 +444,38 @@ def delete(actor: Actor, key: str, if_match: int | None = None) -> None:
 
 # ---------------------------------------------------------------- results
 
+def _unknown_metric(key: str) -> ValidationFailed:
+    return ValidationFailed(f"Metric '{key}' does not exist.", {"metric": ["Unknown metric."]})
+
+
 def results(key: str, *, dimension: str | None = None, metric: str | None = None, **overrides) -> dict:
     """The results document (service/analysis/results.py) of experiment ``key``."""
-    from ..analysis import results as analysis
-
     experiment = get(key)
-    keys = [metric] if metric else metric_keys(experiment)
-    metrics = metric_domain.get_many(keys)
-    if metric and metric not in metrics:
-        raise ValidationFailed(f"Metric '{metric}' does not exist.", {"metric": ["Unknown metric."]})
-    return analysis.compute(db.session.connection(), experiment, metrics, dimension=dimension, metric=metric,
-                            **overrides)
+    try:
+        return analysis.compute(db.session.connection(), experiment, dimension=dimension,
+                                metric=metric, **overrides)
+    except analysis.UnknownMetric as exc:
+        raise _unknown_metric(exc.key) from None
 
 
 def timeseries(key: str, *, metric: str | None = None, **overrides) -> dict:
     """Daily cumulative results of the primary metric (or ``metric``) of experiment ``key``."""
-    from ..analysis import results as analysis
-
     experiment = get(key)
     wanted = metric or experiment.primary_metric
     if not wanted:
         raise ValidationFailed("The experiment has no primary metric; name one with metric=.",
                                {"metric": ["Required: the experiment has no primary metric."]})
-    found = metric_domain.get_many([wanted])
-    if wanted not in found:
-        raise ValidationFailed(f"Metric '{wanted}' does not exist.", {"metric": ["Unknown metric."]})
-    return analysis.timeseries(db.session.connection(), experiment, found[wanted], **overrides)
+    try:
+        return analysis.timeseries(db.session.connection(), experiment, wanted, **overrides)
+    except analysis.UnknownMetric as exc:
+        raise _unknown_metric(exc.key) from None
 
 
 def first_exposures(key: str) -> tuple[list[str], object]:
     """(dimension names, iterator of first-exposure rows) for the exposures CSV, streamed from the database."""
-    from ..analysis import queries
-    from ..analysis.results import scope_of
-
     experiment = get(key)
     dimensions = list(experiment.dimensions or [])
-    scope = scope_of(experiment)
+    scope = analysis.scope_of(experiment)
     engine = db.engine
 
     def rows():
@@ -474,18 +491,16 @@ def first_exposures(key: str) -> tuple[list[str], object]:
 
 def sample_size(data: dict) -> dict:
     """The power calculator of POST /tools/sample-size (service/analysis/power.py)."""
-    from ..analysis import power
-
     if data.get("mde") is None and data.get("units_per_variation") is None:
         raise ValidationFailed("Give mde (for a sample size) or units_per_variation (for an MDE).",
                                {"mde": ["Give mde or units_per_variation."]})
     try:
-        return _sample_size(data, power)
+        return _sample_size(data)
     except (ArithmeticError, ValueError):  # extreme inputs the solvers cannot handle (e.g. alpha 1e-38)
         raise ValidationFailed("Not computable for these inputs.", _planning_errors(data)) from None
 
 
-def _sample_size(data: dict, power) -> dict:
+def _sample_size(data: dict) -> dict:
     common = {"stddev": data["stddev"], "relative": data["relative"], "alpha": data["alpha"],
               "variations": data["variations"]}
     out = dict(data)

@@ -6,10 +6,12 @@ environment's targeting; each write stores a full snapshot in
 ruleset version of the environments whose rulesets it changes.
 """
 
+import graphlib
 import json
 import math
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from pitcrew.evaluation import validate_targeting
 from pitcrew.evaluation.validation import variations_errors
@@ -30,14 +32,17 @@ from . import lifecycle as lifecycle_domain
 from .announce import announce
 from .diff import json_diff
 from .environments import get as get_environment
-from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update, share
+from .errors import Conflict, ValidationFailed
+from .locking import get_by_key, share
 from .pagination import LIKE_ESCAPE, Page, contains_pattern, paginate, paginate_tagged
 from .serving import DEFAULT_TYPE, FLAG_TYPES, is_full_rollout, single_variation
+from .targeting import DEFAULT_AUDIENCE, default_targeting, experiment_audience, experiment_rule
+from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
 KINDS = ("boolean", "string", "number", "json")
 TYPES = FLAG_TYPES  # release, experiment, operational, kill-switch, permission (docs/lifecycle.md)
+INVALID_AUDIENCE = "The experiment's audience is invalid."
 FLAG_FIELDS = ("name", "description", "type", "variations", "tags", "owner", "temporary", "archived")
 
 
@@ -45,19 +50,14 @@ FLAG_FIELDS = ("name", "description", "type", "variations", "tags", "owner", "te
 
 def get(key: str, *, lock: bool = False) -> Flag:
     """The flag; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
-    if lock:
-        flag = for_update(Flag, Flag.key == key)
-    else:
-        flag = db.session.scalars(sa.select(Flag).where(Flag.key == key)).first()
-    if flag is None:
-        raise NotFound(f"Flag '{key}' does not exist.")
-    return flag
+    return get_by_key(Flag, key, lock=lock, name="Flag")
 
 
 def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bool | None = None,
                q: str | None = None, type: str | None = None, lifecycle: str | None = None,
                limit: int = 50, cursor: str | None = None) -> Page:
-    stmt = sa.select(Flag).where(Flag.archived.is_(bool(archived)))
+    stmt = (sa.select(Flag).options(selectinload(Flag.targeting))
+            .where(Flag.archived.is_(bool(archived))))
     if owner:
         stmt = stmt.where(Flag.owner == owner)
     if type:
@@ -76,21 +76,6 @@ def list_flags(*, tag: str | None = None, owner: str | None = None, archived: bo
     return paginate_tagged(stmt, Flag.id, Flag.tags, tag, limit=limit, cursor=cursor)
 
 
-def default_targeting(variations: list[dict]) -> dict:
-    """Targeting of a flag in an environment nobody has configured: off.
-
-    Like LaunchDarkly: off serves the last variation (``false`` for a
-    boolean), and once enabled the fallthrough serves the first (``true``).
-    """
-    keys = [v["key"] for v in variations]
-    off, on = keys[-1], keys[0]
-    by_value = {v["value"]: v["key"] for v in variations if isinstance(v["value"], bool)}
-    if len(by_value) == 2:
-        off, on = by_value[False], by_value[True]
-    return {"enabled": False, "off_variation": off, "prerequisites": [], "targets": [], "rules": [],
-            "fallthrough": {"variation": on}}
-
-
 def _environments() -> list[Environment]:
     return list(db.session.scalars(sa.select(Environment).order_by(Environment.id)))
 
@@ -104,7 +89,9 @@ def targeting_for(flag: Flag, environment: Environment) -> dict:
     return row.targeting if row is not None else default_targeting(flag.variations)
 
 
-def snapshot(flag: Flag) -> dict:
+def snapshot(flag: Flag, environments: list[Environment] | None = None) -> dict:
+    """The flag with its targeting in every environment (``environments``: all of them, when
+    already loaded)."""
     rows = _rows(flag)
     return {
         "key": flag.key, "name": flag.name, "description": flag.description, "kind": flag.kind,
@@ -112,23 +99,25 @@ def snapshot(flag: Flag) -> dict:
         "temporary": flag.temporary, "archived": flag.archived,
         "environments": {
             env.key: rows[env.id].targeting if env.id in rows else default_targeting(flag.variations)
-            for env in _environments()
+            for env in (_environments() if environments is None else environments)
         },
     }
 
 
-def to_dict(flag: Flag, stage: lifecycle_domain.Lifecycle | None = None) -> dict:
-    """The API's flag: its snapshot, version, times and lifecycle stage (docs/lifecycle.md)."""
-    stage = stage or lifecycle_domain.of(flag)
-    return {**snapshot(flag), "version": flag.version, "created_at": flag.created_at,
-            "updated_at": flag.updated_at, "lifecycle": stage.stage, "lifecycle_reason": stage.reason,
-            "last_evaluated_at": stage.last_evaluated_at}
-
-
 def to_dicts(flags: list[Flag]) -> list[dict]:
-    """:func:`to_dict` of many flags, their lifecycles computed together."""
+    """The flags as the API shows them: snapshot, version, times and lifecycle stage
+    (docs/lifecycle.md). The environments are read once and the lifecycles computed
+    together for all of them (list_flags loads each flag's targeting with the page)."""
+    environments = _environments()
     stages = lifecycle_domain.compute(flags)
-    return [to_dict(flag, stages[flag.id]) for flag in flags]
+    return [{**snapshot(flag, environments), "version": flag.version, "created_at": flag.created_at,
+             "updated_at": flag.updated_at, "lifecycle": stages[flag.id].stage,
+             "lifecycle_reason": stages[flag.id].reason, "last_evaluated_at": stages[flag.id].last_evaluated_at}
+            for flag in flags]
+
+
+def to_dict(flag: Flag) -> dict:
+    return to_dicts([flag])[0]
 
 
 def evaluations(key: str, *, days: int = 30) -> dict:
@@ -233,35 +222,30 @@ def _reference_errors(flag: Flag, environment: Environment, targeting: dict) -> 
 
 
 def _prerequisite_cycle(flag: Flag, environment: Environment, targeting: dict) -> list[str] | None:
+    """A prerequisite cycle reachable from ``flag`` once ``targeting`` is stored, as
+    ``[a, b, ..., a]`` (each flag needs the next), or None."""
     rows = db.session.execute(
         sa.select(Flag.key, FlagTargeting.targeting)
         .join(FlagTargeting, FlagTargeting.flag_id == Flag.id)
         .where(FlagTargeting.environment_id == environment.id)
     ).all()
-    graph = {key: [p.get("flag") for p in (t.get("prerequisites") or [])] for key, t in rows}
-    graph[flag.key] = [p.get("flag") for p in targeting.get("prerequisites") or []]
-
-    path: list[str] = []
-    visiting: set[str] = set()
-    done: set[str] = set()
-
-    def visit(key: str) -> list[str] | None:
-        if key in visiting:
-            return path[path.index(key):] + [key]
-        if key in done:
-            return None
-        visiting.add(key)
-        path.append(key)
-        for nxt in graph.get(key, []):
-            found = visit(nxt)
-            if found:
-                return found
-        path.pop()
-        visiting.discard(key)
-        done.add(key)
-        return None
-
-    return visit(flag.key)
+    needs = {key: [p.get("flag") for p in (t.get("prerequisites") or [])] for key, t in rows}
+    needs[flag.key] = [p.get("flag") for p in targeting.get("prerequisites") or []]
+    reachable, stack = set(), [flag.key]
+    while stack:
+        key = stack.pop()
+        if key not in reachable:
+            reachable.add(key)
+            stack.extend(needs.get(key, []))
+    try:
+        graphlib.TopologicalSorter({key: needs.get(key, []) for key in reachable}).prepare()
+    except graphlib.CycleError as exc:
+        # graphlib reports the cycle backwards, its first node repeated at the end.
+        cycle = list(reversed(exc.args[1]))[:-1]
+        start = cycle.index(flag.key) if flag.key in cycle else 0
+        cycle = cycle[start:] + cycle[:start]
+        return [*cycle, cycle[0]]
+    return None
 
 
 def _limit_errors(targeting: dict) -> list[tuple[str, str]]:
@@ -278,8 +262,10 @@ def _limit_errors(targeting: dict) -> list[tuple[str, str]]:
     return errors
 
 
-def _check_targeting(flag: Flag, environment: Environment, targeting: dict, variations: list[dict],
-                     prefix: str = "") -> None:
+def check_targeting(flag: Flag, environment: Environment, targeting: dict, variations: list[dict],
+                    prefix: str = "") -> None:
+    """ValidationFailed (details under ``prefix``) unless ``targeting`` may be stored for the flag
+    there: limits, the engine's structural checks, then the references only the database knows."""
     keys = {v["key"] for v in variations}
     errors = _limit_errors(targeting) or validate_targeting(targeting, variations=keys)
     if not errors:
@@ -394,16 +380,17 @@ def _variation_use_errors(flag: Flag, variations: list[dict]) -> list[tuple[str,
     keys = {v["key"] for v in variations}
     errors = []
     for env in _environments():
-        for path, message in validate_targeting(targeting_for(flag, env), variations=keys):
-            errors.append((f"environments.{env.key}.{path}", message))
-    for other_key, env_key, targeting in _flags_with_prerequisite(flag.key):
-        for p in targeting.get("prerequisites") or []:
-            if p.get("flag") == flag.key and p.get("variation") not in keys:
-                errors.append(("variations", f"flag {other_key!r} in {env_key} needs variation {p.get('variation')!r}"))
+        problems = validate_targeting(targeting_for(flag, env), variations=keys)
+        errors.extend((f"environments.{env.key}.{path}", message) for path, message in problems)
+    for other, env_key, targeting in _flags_with_prerequisite(flag.key):
+        needed = [p.get("variation") for p in targeting.get("prerequisites") or []
+                  if p.get("flag") == flag.key]
+        errors.extend(("variations", f"flag {other!r} in {env_key} needs variation {key!r}")
+                      for key in needed if key not in keys)
     for experiment in db.session.scalars(sa.select(Experiment).where(Experiment.flag_id == flag.id)):
-        for arm in experiment.variations or []:
-            if arm.get("variation") not in keys:
-                errors.append(("variations", f"experiment {experiment.key!r} uses variation {arm.get('variation')!r}"))
+        used = [arm.get("variation") for arm in experiment.variations or []]
+        errors.extend(("variations", f"experiment {experiment.key!r} uses variation {key!r}")
+                      for key in used if key not in keys)
     return errors
 
 
@@ -442,14 +429,6 @@ def get_targeting(key: str, environment_key: str) -> tuple[Flag, dict]:
     return flag, targeting_for(flag, get_environment(environment_key))
 
 
-def _normalise_targeting(targeting: dict) -> dict:
-    """Fill the optional lists so stored targeting always has every field (``holdout`` only when set)."""
-    holdout = {"holdout": targeting["holdout"]} if targeting.get("holdout") is not None else {}
-    return {"enabled": targeting.get("enabled"), "off_variation": targeting.get("off_variation"), **holdout,
-            "prerequisites": targeting.get("prerequisites") or [], "targets": targeting.get("targets") or [],
-            "rules": targeting.get("rules") or [], "fallthrough": targeting.get("fallthrough")}
-
-
 def _store_targeting(flag: Flag, environment: Environment, targeting: dict) -> None:
     row = _rows(flag).get(environment.id)
     if row is None:
@@ -479,8 +458,8 @@ def patch_targeting(actor: Actor, key: str, environment_key: str, changes: dict,
 
 def _replace_targeting(actor: Actor, flag: Flag, environment: Environment, targeting: dict,
                        action: str = "update_targeting") -> tuple[Flag, dict]:
-    targeting = _normalise_targeting(targeting)
-    _check_targeting(flag, environment, targeting, flag.variations)
+    targeting = normalise_targeting(targeting)
+    check_targeting(flag, environment, targeting, flag.variations)
     before = snapshot(flag)
     old = targeting_for(flag, environment)
     _store_targeting(flag, environment, targeting)
@@ -525,25 +504,38 @@ def rollback(actor: Actor, key: str, version: int, if_match: int | None = None) 
     return flag
 
 
-def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str) -> None:
-    """Make the flag's targeting in ``environment`` serve the experiment (the caller locked ``flag`` and commits).
+def ensure_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str,
+                           audience: dict | None = None) -> dict:
+    """Make the flag's targeting in ``environment`` serve the experiment; return its audience
+    (``targeting.experiment_audience``). The caller locked ``flag`` and commits.
 
-    Appends ``{"id": "experiment-<key>", "conditions": [], "serve": {"experiment": key}}``
-    unless a rule or the fallthrough already serves it.
+    ``audience`` (default ``{"position": "last"}``) says where the experiment's rule goes and
+    whose audience it takes (``targeting.experiment_rule``). Nothing changes when a rule or the
+    fallthrough already serves the experiment. A draft's rule is skipped by SDKs, so adding it
+    changes no one's variation until the experiment starts.
     """
     targeting = targeting_for(flag, environment)
-    serves = [r.get("serve") or {} for r in targeting.get("rules") or []] + [targeting.get("fallthrough") or {}]
-    if any(s.get("experiment") == experiment_key for s in serves):
-        return
+    found = experiment_audience(targeting, experiment_key)
+    if found is not None:
+        return found
+    rules = list(targeting.get("rules") or [])
+    placed = experiment_rule(targeting, experiment_key, audience or DEFAULT_AUDIENCE,
+                             max_id_chars=limits.RULE_ID_CHARS, environment=environment.key)
+    if isinstance(placed, str):
+        raise ValidationFailed(INVALID_AUDIENCE, {"audience.rule_id": [placed]})
+    if len(rules) >= limits.RULES_PER_FLAG:
+        raise ValidationFailed(INVALID_AUDIENCE, {"audience": [
+            f"The flag's targeting in {environment.key} already has {len(rules)} rules, the most "
+            "allowed; remove a rule first."]})
+    index, rule = placed
+    new = {**normalise_targeting(targeting), "rules": [*rules[:index], rule, *rules[index:]]}
+    check_targeting(flag, environment, new, flag.variations, "audience")
     before = snapshot(flag)
-    old = targeting
-    new = {**_normalise_targeting(targeting), "rules": list(targeting.get("rules") or []) + [{
-        "id": f"experiment-{experiment_key}", "description": f"Experiment {experiment_key}",
-        "conditions": [], "serve": {"experiment": experiment_key}}]}
     _store_targeting(flag, environment, new)
     _record(actor, flag, "add_experiment_rule", before=before, environment=environment.key,
-            audit_before=old, audit_after=new)
+            audit_before=targeting, audit_after=new)
     ruleset_versions.bump([environment.id])
+    return experiment_audience(new, experiment_key)
 
 
 def remove_experiment_rule(actor: Actor, flag: Flag, environment: Environment, experiment_key: str) -> None:
@@ -560,7 +552,7 @@ def remove_experiment_rule(actor: Actor, flag: Flag, environment: Environment, e
     if rules == (targeting.get("rules") or []) and fallthrough == targeting.get("fallthrough"):
         return
     before = snapshot(flag)
-    new = {**_normalise_targeting(targeting), "rules": rules, "fallthrough": fallthrough}
+    new = {**normalise_targeting(targeting), "rules": rules, "fallthrough": fallthrough}
     _store_targeting(flag, environment, new)
     _record(actor, flag, "remove_experiment_rule", before=before, environment=environment.key,
             audit_before=targeting, audit_after=new)

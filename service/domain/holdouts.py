@@ -18,9 +18,12 @@ import sqlalchemy as sa
 
 from pitcrew.wire import EXPOSURE, HOLDOUT_PREFIX
 
+from ..analysis import holdouts as analysis
+from ..analysis.settings import DEFAULT_ANALYSIS
 from ..extensions import db
 from ..models import Environment, Event, Experiment, Flag, FlagTargeting, Holdout
 from . import Actor, audit, limits, ruleset_versions, unit_of_work
+from . import metrics as metric_domain
 from .errors import Conflict, NotFound, ValidationFailed
 from .locking import for_update, share
 from .pagination import Page, paginate
@@ -236,10 +239,6 @@ def results(key: str, *, metrics: list[str], **overrides) -> dict:
 
     ``overrides``: ``engine``, ``alpha``, ``sequential``, ``cuped``, ``correction``
     ("none" clears it), over the experiments' default analysis settings."""
-    from ..analysis import holdouts as analysis
-    from . import metrics as metric_domain
-    from .experiments import DEFAULT_ANALYSIS
-
     holdout = get(key)
     keys = list(dict.fromkeys(metrics))
     if not keys:

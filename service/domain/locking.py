@@ -25,6 +25,7 @@ serialised (a code path that forgot the lock) fails with ``StaleDataError``
 import sqlalchemy as sa
 
 from ..extensions import db
+from .errors import NotFound
 
 
 def for_update(model, *criteria):
@@ -38,6 +39,18 @@ def for_update(model, *criteria):
     else:
         stmt = sa.select(model).where(*criteria).with_for_update(of=table)
     return session.scalars(stmt.execution_options(populate_existing=True)).first()
+
+
+def get_by_key(model, key: str, *, lock: bool = False, name: str):
+    """The ``model`` row whose ``key`` is ``key``; with ``lock``, read with :func:`for_update`.
+    ``NotFound`` ("<name> '<key>' does not exist.") when there is none."""
+    if lock:
+        row = for_update(model, model.key == key)
+    else:
+        row = db.session.scalars(sa.select(model).where(model.key == key)).first()
+    if row is None:
+        raise NotFound(f"{name} '{key}' does not exist.")
+    return row
 
 
 def share(stmt):

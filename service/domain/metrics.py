@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from ..extensions import db
 from ..models import Experiment, Metric
 from . import Actor, audit, unit_of_work
-from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update
+from .errors import Conflict, ValidationFailed
+from .locking import get_by_key
 from .pagination import Page, paginate_tagged
 from .versioning import check_version
 
@@ -36,13 +36,7 @@ def snapshot(metric: Metric) -> dict:
 
 def get(key: str, *, lock: bool = False) -> Metric:
     """The metric; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
-    if lock:
-        metric = for_update(Metric, Metric.key == key)
-    else:
-        metric = db.session.scalars(sa.select(Metric).where(Metric.key == key)).first()
-    if metric is None:
-        raise NotFound(f"Metric '{key}' does not exist.")
-    return metric
+    return get_by_key(Metric, key, lock=lock, name="Metric")
 
 
 def get_many(keys) -> dict[str, Metric]:
@@ -103,12 +97,10 @@ def update(actor: Actor, key: str, changes: dict, if_match: int | None = None) -
 
 
 def experiments_using(key: str) -> list[str]:
-    used = []
-    for experiment in db.session.scalars(sa.select(Experiment).order_by(Experiment.id)):
-        if key == experiment.primary_metric or key in (experiment.secondary_metrics or []) \
-                or key in (experiment.guardrail_metrics or []):
-            used.append(experiment.key)
-    return used
+    experiments = db.session.scalars(sa.select(Experiment).order_by(Experiment.id))
+    return [e.key for e in experiments
+            if key == e.primary_metric or key in (e.secondary_metrics or [])
+            or key in (e.guardrail_metrics or [])]
 
 
 def delete(actor: Actor, key: str, if_match: int | None = None) -> None:

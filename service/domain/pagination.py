@@ -56,6 +56,16 @@ def paginate(stmt, id_column, *, limit: int, cursor: str | None, descending: boo
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None)
 
 
+def by_id(model, ids, *options) -> dict:
+    """``{id: row}`` of ``model`` for ``ids``, in one query (``options``: loader options such as
+    ``selectinload``): what the rows of a page refer to, loaded once for the whole page."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    stmt = sa.select(model).where(model.id.in_(wanted)).options(*options)
+    return {row.id: row for row in db.session.scalars(stmt)}
+
+
 def paginate_tagged(stmt, id_column, tags_column, tag: str | None, *, limit: int, cursor: str | None) -> Page:
     """:func:`paginate`, keeping only rows whose JSON list ``tags_column`` holds ``tag``.
 

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from ..extensions import db
 from ..models import Environment, Experiment, Flag, FlagTargeting, FlagVersion, Rollout
 from .errors import Conflict
+from .targeting import default_targeting
 
 _sanctioned: ContextVar[bool] = ContextVar("pitcrew_sanctioned_write", default=False)
 
@@ -75,8 +76,6 @@ def guard_rollback(flag: Flag, version: int) -> None:
         FlagVersion.flag_id == flag.id, FlagVersion.version == version))
     if target is None:
         return
-    from .flags import default_targeting  # flags calls this module: import at use
-
     live = dict(db.session.execute(sa.select(FlagTargeting.environment_id, FlagTargeting.targeting)
                                    .where(FlagTargeting.flag_id == flag.id)).all())
     for environment in protected:

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from ..analysis import guardrails
+from ..analysis.settings import DEFAULT_ANALYSIS
 from ..extensions import db
 from ..models import Environment, Experiment, Flag, Rollout, RolloutCheck
 from ..models.types import utcnow
@@ -48,7 +49,7 @@ from .announce import announce
 from .concurrency import begin_exclusive, locked, save
 from .environments import get as get_environment
 from .errors import Conflict, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, by_id, paginate
 from .versioning import check_version
 
 TOTAL = 10000
@@ -111,16 +112,41 @@ def check_to_dict(check: RolloutCheck) -> dict:
             "decision": check.decision, "units": check.units, "metrics": check.metrics}
 
 
+def checks_to_dicts(checks: list[RolloutCheck]) -> list[dict]:
+    return [check_to_dict(c) for c in checks]
+
+
 def _step_end(rollout: Rollout) -> datetime:
     return rollout.step_started_at + timedelta(hours=rollout.steps[rollout.step_index]["hold_hours"])
 
 
+def _latest_checks(rollout_ids) -> dict[int, RolloutCheck]:
+    """{rollout id: its latest check}, in one query."""
+    wanted = set(rollout_ids)
+    if not wanted:
+        return {}
+    latest = (sa.select(sa.func.max(RolloutCheck.id)).where(RolloutCheck.rollout_id.in_(wanted))
+              .group_by(RolloutCheck.rollout_id))
+    checks = db.session.scalars(sa.select(RolloutCheck).where(RolloutCheck.id.in_(latest)))
+    return {c.rollout_id: c for c in checks}
+
+
+def to_dicts(rollouts: list[Rollout]) -> list[dict]:
+    """The rollouts as the API shows them; what they refer to is read once for all of them."""
+    flags = by_id(Flag, (r.flag_id for r in rollouts))
+    environments = by_id(Environment, (r.environment_id for r in rollouts))
+    experiments = by_id(Experiment, (r.experiment_id for r in rollouts if r.experiment_id))
+    checks = _latest_checks(r.id for r in rollouts)
+    return [_to_dict(r, flags[r.flag_id], environments[r.environment_id],
+                     experiments.get(r.experiment_id), checks.get(r.id)) for r in rollouts]
+
+
 def to_dict(rollout: Rollout) -> dict:
-    flag = db.session.get(Flag, rollout.flag_id)
-    environment = db.session.get(Environment, rollout.environment_id)
-    experiment = db.session.get(Experiment, rollout.experiment_id) if rollout.experiment_id else None
-    latest = db.session.scalars(sa.select(RolloutCheck).where(RolloutCheck.rollout_id == rollout.id)
-                                .order_by(RolloutCheck.id.desc()).limit(1)).first()
+    return to_dicts([rollout])[0]
+
+
+def _to_dict(rollout: Rollout, flag: Flag, environment: Environment, experiment: Experiment | None,
+             latest: RolloutCheck | None) -> dict:
     running = rollout.state == "running"
     return {
         "id": rollout.id, "flag": flag.key, "environment": environment.key, "state": rollout.state,
@@ -140,11 +166,7 @@ def to_dict(rollout: Rollout) -> dict:
 def _snapshot(rollout: Rollout) -> dict:
     data = to_dict(rollout)
     data.pop("latest_check")
-    for field in ("step_started_at", "step_ends_at", "next_check_at", "last_checked_at", "finished_at",
-                  "created_at", "updated_at"):
-        if data[field] is not None:
-            data[field] = data[field].isoformat()
-    return data
+    return audit.json_ready(data)
 
 
 def _record(actor: Actor, rollout: Rollout, action: str, before: dict | None) -> dict:
@@ -263,7 +285,7 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
         # experiment's results show every guardrail.
         primary_metric=guards[0] if guards else None, secondary_metrics=[], guardrail_metrics=guards[1:],
         dimensions=[], status="running", started_at=utcnow(), version=1,
-        analysis={**experiment_domain.DEFAULT_ANALYSIS, "sequential": True, "alpha": alpha / max(1, len(guards))})
+        analysis={**DEFAULT_ANALYSIS, "sequential": True, "alpha": alpha / max(1, len(guards))})
     db.session.add(experiment)
     db.session.flush()
     rollout.experiment_id = experiment.id
@@ -274,7 +296,7 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
     rule = {"id": rule_id(rollout), "description": f"Guarded rollout {rollout.id} ({old} -> {new})",
             "conditions": [], "serve": {"experiment": key}}
     _write_targeting(actor, flag, environment, {
-        **targeting, "rules": list(targeting.get("rules") or []) + [rule],
+        **targeting, "rules": [*(targeting.get("rules") or []), rule],
         "fallthrough": {"variation": new if new_fallthrough else old}}, "start_rollout")
     _record(actor, rollout, "create", None)
     unit_of_work.commit()

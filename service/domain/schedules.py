@@ -31,7 +31,8 @@ from .announce import announce
 from .concurrency import begin_exclusive, locked, save
 from .environments import get as get_environment
 from .errors import Conflict, DomainError, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, by_id, paginate
+from .targeting import normalise as normalise_targeting
 from .versioning import check_version
 
 WORKER = "worker"
@@ -72,10 +73,21 @@ def get(flag_key: str, environment_key: str, schedule_id: int, *, lock: bool = F
     return item
 
 
+def to_dicts(items: list[ScheduledChange]) -> list[dict]:
+    """The scheduled changes as the API shows them; what they refer to is read once for all."""
+    flags = by_id(Flag, (i.flag_id for i in items))
+    environments = by_id(Environment, (i.environment_id for i in items))
+    requests = by_id(ChangeRequest, (i.change_request_id for i in items if i.change_request_id))
+    return [_to_dict(i, flags[i.flag_id], environments[i.environment_id],
+                     requests.get(i.change_request_id)) for i in items]
+
+
 def to_dict(item: ScheduledChange) -> dict:
-    flag = db.session.get(Flag, item.flag_id)
-    environment = db.session.get(Environment, item.environment_id)
-    request = db.session.get(ChangeRequest, item.change_request_id) if item.change_request_id else None
+    return to_dicts([item])[0]
+
+
+def _to_dict(item: ScheduledChange, flag: Flag, environment: Environment,
+             request: ChangeRequest | None) -> dict:
     return {
         "id": item.id, "flag": flag.key, "environment": environment.key, "at": item.at, "state": item.state,
         "kind": "change_request" if request else "patch",
@@ -89,11 +101,7 @@ def to_dict(item: ScheduledChange) -> dict:
 
 
 def _snapshot(item: ScheduledChange) -> dict:
-    data = to_dict(item)
-    for field in ("at", "applied_at", "created_at", "updated_at"):
-        if data[field] is not None:
-            data[field] = data[field].isoformat()
-    return data
+    return audit.json_ready(to_dict(item))
 
 
 def _record(actor: Actor, item: ScheduledChange, action: str, before: dict | None) -> dict:
@@ -121,8 +129,8 @@ def create(actor: Actor, flag_key: str, environment_key: str, data: dict, *,
     patch = data["patch"]
     if not patch:
         raise ValidationFailed("The patch is empty.", {"patch": ["Give at least one targeting field."]})
-    targeting = flag_domain._normalise_targeting({**flag_domain.targeting_for(flag, environment), **patch})
-    flag_domain._check_targeting(flag, environment, targeting, flag.variations, "patch")
+    targeting = normalise_targeting({**flag_domain.targeting_for(flag, environment), **patch})
+    flag_domain.check_targeting(flag, environment, targeting, flag.variations, "patch")
     item = ScheduledChange(flag_id=flag.id, environment_id=environment.id, at=at, state="pending", patch=patch,
                            author=actor.name, comment=data.get("comment") or "")
     db.session.add(item)

@@ -9,8 +9,8 @@ from pitcrew.evaluation.validation import segment_errors
 from ..extensions import db
 from ..models import Environment, Flag, FlagTargeting, Segment
 from . import Actor, audit, limits, ruleset_versions, unit_of_work
-from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update
+from .errors import Conflict, ValidationFailed
+from .locking import get_by_key
 from .pagination import LIKE_ESCAPE, Page, contains_pattern, paginate
 from .versioning import check_version
 
@@ -28,15 +28,13 @@ def to_dict(segment: Segment) -> dict:
             "updated_at": segment.updated_at}
 
 
+def to_dicts(segments: list[Segment]) -> list[dict]:
+    return [to_dict(s) for s in segments]
+
+
 def get(key: str, *, lock: bool = False) -> Segment:
     """The segment; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
-    if lock:
-        segment = for_update(Segment, Segment.key == key)
-    else:
-        segment = db.session.scalars(sa.select(Segment).where(Segment.key == key)).first()
-    if segment is None:
-        raise NotFound(f"Segment '{key}' does not exist.")
-    return segment
+    return get_by_key(Segment, key, lock=lock, name="Segment")
 
 
 def list_segments(*, q: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:

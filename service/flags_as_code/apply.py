@@ -33,7 +33,8 @@ from ..domain.diff import json_diff
 from ..domain.errors import Conflict, DomainError, NotFound, ValidationFailed
 from ..extensions import db
 from ..models import Environment, Flag, Holdout, Metric, Segment
-from ..schemas.documents import DocumentSchema, flatten
+from ..schemas.common import flatten_messages
+from ..schemas.documents import DocumentSchema
 from .document import (
     canonical_flag,
     canonical_holdout,
@@ -87,7 +88,7 @@ def load(raw) -> dict:
     try:
         document = DocumentSchema().load(raw)
     except ma.ValidationError as exc:
-        raise ValidationFailed("The document is invalid.", flatten(exc.messages)) from None
+        raise ValidationFailed("The document is invalid.", flatten_messages(exc.messages)) from None
     errors: dict[str, list[str]] = {}
     for section in SECTIONS:
         seen: dict[str, int] = {}
@@ -237,7 +238,7 @@ def _prerequisites_first(items: list[_Item]) -> list[_Item]:
 
 def _write_metrics_or_segments(actor, errors, items: list[_Item], domain, fields) -> None:
     for item in items:
-        data = {k: v for k, v in item.new.items()}
+        data = dict(item.new)
         if item.status == "created":
             _attempt(errors, item.path, domain.create, actor, data)
         elif item.status == "changed":

@@ -10,7 +10,10 @@ import click
 
 from ..domain import Actor
 from ..domain.errors import DomainError
-from .document import FORMATS, dump, parse
+from ..importers import launchdarkly, unleash
+from .apply import apply
+from .document import FORMATS, MAX_DOCUMENT_BYTES, dump, parse
+from .export import export_document
 
 
 def _write_text(text: str, output: str | None) -> None:
@@ -22,11 +25,8 @@ def _write_text(text: str, output: str | None) -> None:
 
 
 def _read_file(path: str) -> bytes:
-    from .document import MAX_DOCUMENT_BYTES
-
     with open(path, "rb") as handle:
-        data = handle.read(MAX_DOCUMENT_BYTES + 1)
-    return data
+        return handle.read(MAX_DOCUMENT_BYTES + 1)
 
 
 def _format_of(path: str, fmt: str | None) -> str | None:
@@ -42,8 +42,8 @@ def _format_of(path: str, fmt: str | None) -> str | None:
 def _fail(exc: DomainError) -> None:
     lines = [f"Error: {exc.message}"]
     for path, messages in sorted(exc.details.items()):
-        for message in messages if isinstance(messages, list) else [messages]:
-            lines.append(f"  {path}: {message}")
+        listed = messages if isinstance(messages, list) else [messages]
+        lines.extend(f"  {path}: {message}" for message in listed)
     click.echo("\n".join(lines), err=True)
     sys.exit(1)
 
@@ -55,8 +55,6 @@ def _fail(exc: DomainError) -> None:
               help="Write to this file instead of standard output.")
 def export_command(environment: str, fmt: str, output: str | None) -> None:
     """Write the environment's flags, segments and metrics as a document."""
-    from .export import export_document
-
     try:
         document = export_document(environment)
     except DomainError as exc:
@@ -91,8 +89,6 @@ def _print_result(result: dict) -> None:
 @click.option("--comment", default=None, help="Comment recorded with every audit entry.")
 def apply_command(path: str, dry_run: bool, fmt: str | None, as_json: bool, actor: str, comment: str | None) -> None:
     """Apply the document in PATH in one transaction (or show its diff with --dry-run)."""
-    from .apply import apply
-
     try:
         raw = parse(_read_file(path), _format_of(path, fmt))
         result = apply(Actor(actor, None, comment), raw, dry_run=dry_run)
@@ -137,18 +133,7 @@ def _import_command(name: str, source: str, translate):
     return command
 
 
-def import_launchdarkly_command():
-    from ..importers.launchdarkly import translate
-
-    return _import_command("import-launchdarkly", "LaunchDarkly", translate)
-
-
-def import_unleash_command():
-    from ..importers.unleash import translate
-
-    return _import_command("import-unleash", "Unleash", translate)
-
-
-
 def commands() -> list:
-    return [export_command, apply_command, import_launchdarkly_command(), import_unleash_command()]
+    return [export_command, apply_command,
+            _import_command("import-launchdarkly", "LaunchDarkly", launchdarkly.translate),
+            _import_command("import-unleash", "Unleash", unleash.translate)]

@@ -71,6 +71,23 @@ class PageQuerySchema(StrictSchema):
     cursor = ma.fields.String(load_default=None)
 
 
+def flatten_messages(messages, path: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested messages as ``{"rules.0.serve.variation": [...]}``: the JSON paths
+    the domain's checks use in error details too (a schema-level ``_schema`` message belongs to
+    the object it is in)."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, inner in messages.items():
+            inner_path = path if key == "_schema" else (f"{path}.{key}" if path else str(key))
+            for p, m in flatten_messages(inner, inner_path).items():
+                flat.setdefault(p, []).extend(m)
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        flat.setdefault(path or "_body", []).extend(messages)
+    else:
+        flat.setdefault(path or "_body", []).append(str(messages))
+    return flat
+
+
 def page_schema(item_schema, name: str):
     """A response envelope ``{items, next_cursor}`` for a list of ``item_schema``."""
     return BaseSchema.from_dict(

@@ -42,20 +42,6 @@ class DocumentSchema(StrictSchema):
         "description": "Holdouts of the document's environment (docs/holdouts.md)."})
 
 
-def flatten(messages, path: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested messages as ``{"flags.0.targeting.rules.1.serve": [...]}``."""
-    flat: dict[str, list[str]] = {}
-    if isinstance(messages, dict):
-        for key, inner in messages.items():
-            for p, m in flatten(inner, f"{path}.{key}" if path else str(key)).items():
-                flat.setdefault(p, []).extend(m)
-    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        flat[path or "_body"] = list(messages)
-    else:
-        flat[path or "_body"] = [str(messages)]
-    return flat
-
-
 class ExportQuerySchema(StrictSchema):
     environment = Key(required=True)
     format = ma.fields.String(load_default="yaml", validate=ma.validate.OneOf(FORMATS))

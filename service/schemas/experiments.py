@@ -1,7 +1,9 @@
 import marshmallow as ma
 
+from ..analysis.settings import CORRECTIONS, ENGINES
 from ..domain import limits
-from ..domain.experiments import CORRECTIONS, ENGINES, OUTCOMES, TOTAL_WEIGHT
+from ..domain.experiments import OUTCOMES, TOTAL_WEIGHT
+from ..domain.targeting import FALLTHROUGH, POSITIONS
 from ..models import STATUSES
 from .common import (
     BaseSchema,
@@ -32,6 +34,40 @@ class LayerSchema(StrictSchema):
     range = ma.fields.List(ma.fields.Integer(strict=True, validate=_BPS), required=True,
                            validate=ma.validate.Length(equal=2),
                            metadata={"description": "[start, end) in basis points of the layer's buckets."})
+
+
+class Position(ma.fields.Field):
+    """In a request, where the experiment's new rule goes: ``first`` or ``last``. In a response, the
+    index of the rule that serves the experiment (how many rules are evaluated before it)."""
+
+    default_error_messages = {"invalid": "Must be 'first' or 'last'."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value in POSITIONS:
+            return value
+        raise self.make_error("invalid")
+
+
+class AudienceSchema(StrictSchema):
+    """Which units an experiment takes: the rule of the flag's targeting that serves it."""
+
+    rule_id = Text(limits.RULE_ID_CHARS, min_chars=1, metadata={"description": (
+        "Request: run the experiment on this existing rule's audience (its rule goes right before "
+        f"it, with the same conditions), or '{FALLTHROUGH}' (after every rule). Response: the rule "
+        f"that serves the experiment, or '{FALLTHROUGH}'.")})
+    position = Position(metadata={"description": (
+        "Request: 'first' (a rule before every rule: everyone but individual targets) or 'last' "
+        "(the default: after every rule, so existing targeting keeps precedence). Response: the "
+        "index of the experiment's rule."), "example": "last"})
+    preceded_by = ma.fields.List(ma.fields.String(), dump_only=True, metadata={
+        "description": "Ids of the rules evaluated before the experiment's: units they match never "
+                       "enter it."})
+
+    @ma.validates_schema
+    def _one_of(self, data, **kwargs):
+        if ("rule_id" in data) == ("position" in data):
+            raise ma.ValidationError("Give rule_id (an existing rule's id, or 'fallthrough') or "
+                                     "position ('first' or 'last'), not both and not neither.")
 
 
 class AnalysisSchema(StrictSchema):
@@ -77,7 +113,9 @@ class ExperimentSchema(StrictSchema):
     environment = Key(required=True)
     variations = ma.fields.List(ma.fields.Nested(ArmSchema), validate=at_most(limits.EXPERIMENT_VARIATIONS, "variations"),
                                 metadata={"description": "Default: every flag variation, equal weights."})
-    control = ma.fields.String(validate=_NAME, metadata={"description": "Default: the first variation."})
+    control = ma.fields.String(validate=_NAME, metadata={"description": (
+        "Default: the flag's off_variation in the environment when it is one of the variations "
+        "(what users get today), else the first variation.")})
     traffic = ma.fields.Integer(load_default=TOTAL_WEIGHT, strict=True, validate=_BPS,
                                 metadata={"description": "Basis points of eligible units that enter."})
     unit = ma.fields.String(load_default="id", validate=_NAME,
@@ -85,6 +123,10 @@ class ExperimentSchema(StrictSchema):
     layer = ma.fields.Nested(LayerSchema, load_default=None, allow_none=True)
     salt = Text(limits.SALT_CHARS, min_chars=1,
                             metadata={"description": "Default: the experiment key."})
+    audience = ma.fields.Nested(AudienceSchema, allow_none=True, metadata={"description": (
+        "Request (create only): where the experiment's rule goes; default "
+        "{\"position\": \"last\"}. Response: the rule serving it, from the flag's targeting now "
+        "(null: no rule serves it).")})
     primary_metric = Key(load_default=None, allow_none=True)
     secondary_metrics = _METRIC_LIST
     guardrail_metrics = _METRIC_LIST
@@ -141,7 +183,7 @@ class ResultsQuerySchema(StrictSchema):
     sequential = ma.fields.Boolean()
     cuped = ma.fields.Boolean()
     alpha = ma.fields.Float(validate=ma.validate.Range(min=0, max=0.5, min_inclusive=False))
-    correction = ma.fields.String(validate=ma.validate.OneOf(CORRECTIONS + ("none",)))
+    correction = ma.fields.String(validate=ma.validate.OneOf((*CORRECTIONS, "none")))
 
 
 class TimeseriesQuerySchema(StrictSchema):

@@ -2,8 +2,8 @@
 
 import marshmallow as ma
 
+from ..analysis.settings import CORRECTIONS, ENGINES
 from ..domain import limits
-from ..domain.experiments import CORRECTIONS, ENGINES
 from .common import (
     KEY_MESSAGE,
     KEY_PATTERN,

@@ -6,7 +6,8 @@ Under gunicorn the service's asynchronous front (service/asgi.py) answers
 sees them; these views answer the rest (unknown or refused credentials, a
 process that has not synced yet) and document the routes. All of them
 write their ETags, SSE frames and bodies with :mod:`pitcrew_edge.protocol`,
-which the edge uses too (docs/delivery.md).
+which the edge uses too (docs/delivery.md); werkzeug parses
+``If-None-Match`` here (weak tags and ``*`` match, as at the edge).
 """
 
 import time
@@ -14,6 +15,7 @@ import time
 import marshmallow as ma
 from flask import Response, current_app, g, request
 from flask.views import MethodView
+from werkzeug.http import unquote_etag
 
 from pitcrew.evaluation import evaluate
 from pitcrew.wire import exposure_attributes, iso_ts
@@ -36,7 +38,7 @@ class Config(MethodView):
         """The SDK key's environment ruleset; send If-None-Match for a 304"""
         current = ruleset.current(g.environment_id, g.ruleset_version)
         headers = {"ETag": current.etag, "Cache-Control": "no-cache"}
-        if protocol.etag_matches(request.headers.get("If-None-Match"), current.etag):
+        if request.if_none_match.contains_weak(unquote_etag(current.etag)[0]):
             return Response(status=304, headers=headers)
         return Response(current.body, status=200, mimetype="application/json", headers=headers)
 

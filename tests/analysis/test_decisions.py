@@ -7,6 +7,8 @@ from statsmodels.stats.power import NormalIndPower
 
 from service.analysis import decisions, stats
 
+from .reference import sample_stats_from_values
+
 
 def block(**kw):
     args = {"metric": "m", "metric_type": "mean", "control": "a", "baseline": 10.0, "stddev": 4.0,
@@ -98,8 +100,8 @@ def test_simulated_aa_false_verdict_rate_is_alpha():
     for _ in range(reps):
         ya = rng.normal(5.0, 2.0, n)
         yb = rng.normal(5.0, 2.0, n)
-        a = stats.mean_moments(stats.sample_stats_from_values(ya))
-        b = stats.mean_moments(stats.sample_stats_from_values(yb))
+        a = stats.mean_moments(sample_stats_from_values(ya))
+        b = stats.mean_moments(sample_stats_from_values(yb))
         t = stats.frequentist_test(a, b, alpha=0.05)
         control = {"units": n}
         v = decisions.variation_verdict(control, {"units": n, "absolute": t.to_dict(), "p_value_adjusted": t.p_value,

@@ -5,7 +5,8 @@ on the same per-unit data, a delta-method or Monte-Carlo computation written
 here with numpy, or gbstats' own published test fixtures
 (growthbook/growthbook packages/stats/tests/{frequentist,bayesian}/test_tests.py).
 Sufficient statistics are formed in this file with plain numpy (``_suff``),
-never with the module's helpers (those are tested separately).
+never with the reference helpers of ``reference.py`` (those are checked here
+too: other tests use them as references).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 
+from service.analysis import power as power_mod
 from service.analysis import power as pw
 from service.analysis import stats as S
+
+from . import reference as R
 
 # ---------------------------------------------------------------------------
 # helpers (independent of the module)
@@ -261,7 +265,7 @@ def test_gbstats_fixture_sequential_proportion_default_n():
 def test_gbstats_fixture_sequential_cuped():
     a = S.CupedStats(3000, 1396.87, 52377.9767, 16.87, 527.9767, 1)
     b = S.CupedStats(3461, 2422.7, 134698.29, 22.7, 1348.29, 1)
-    ma, mb = S.cuped_pair_moments(a, b)
+    ma, mb = R.cuped_pair_moments(a, b)
     r = S.sequential_test(ma, mb, relative=True)
     assert (_r5(r.estimate), _r5(r.ci_low), _r5(r.ci_high), _r5(r.stderr)) == (
         0.50338,
@@ -408,7 +412,7 @@ def test_cuped_theta_and_adjusted_moments_match_numpy():
 
 def test_cuped_absolute_test_is_welch_on_adjusted_values():
     ya, xa, yb, xb = _cuped_data()
-    ma, mb = S.cuped_pair_moments(_cuped_suff(ya, xa), _cuped_suff(yb, xb))
+    ma, mb = R.cuped_pair_moments(_cuped_suff(ya, xa), _cuped_suff(yb, xb))
     theta = ma.cuped.theta
     ref = sps.ttest_ind(yb - theta * xb, ya - theta * xa, equal_var=False)
     ci = ref.confidence_interval(0.95)
@@ -425,7 +429,7 @@ def test_cuped_relative_variance_close_to_exact_delta_method():
     (equal in expectation under randomisation), so agreement is approximate.
     """
     ya, xa, yb, xb = _cuped_data()
-    ma, mb = S.cuped_pair_moments(_cuped_suff(ya, xa), _cuped_suff(yb, xb))
+    ma, mb = R.cuped_pair_moments(_cuped_suff(ya, xa), _cuped_suff(yb, xb))
     theta = ma.cuped.theta
 
     def f(v):  # v = (Ya, Xa, Yb, Xb) means, theta fixed
@@ -456,7 +460,7 @@ def test_cuped_without_pre_variance_reverts_to_plain():
     rng = np.random.default_rng(8)
     ya, yb = rng.normal(0, 1, 100), rng.normal(0.2, 1, 100)
     zero = np.zeros(100)
-    ma, mb = S.cuped_pair_moments(_cuped_suff(ya, zero), _cuped_suff(yb, zero))
+    ma, mb = R.cuped_pair_moments(_cuped_suff(ya, zero), _cuped_suff(yb, zero))
     assert ma.cuped.theta == 0.0
     plain = S.frequentist_test(_moments(ya), _moments(yb), relative=True)
     cuped = S.frequentist_test(ma, mb, relative=True)
@@ -603,26 +607,26 @@ def _percentile_cont(values, q):
 def test_winsorize_cap_is_sql_percentile_cont():
     v = np.random.default_rng(4).lognormal(0, 2, 1001)
     for q in [0.5, 0.9, 0.99, 0.999, 1.0]:
-        assert S.winsorize_cap(v, q) == pytest.approx(_percentile_cont(v, q), rel=1e-12)
+        assert R.winsorize_cap(v, q) == pytest.approx(_percentile_cont(v, q), rel=1e-12)
     with_zeros = np.concatenate([np.zeros(500), v])
-    assert S.winsorize_cap(with_zeros, 0.9, ignore_zeros=True) == pytest.approx(
+    assert R.winsorize_cap(with_zeros, 0.9, ignore_zeros=True) == pytest.approx(
         _percentile_cont(v, 0.9)
     )
-    assert S.winsorize_cap([], 0.9) is None
+    assert R.winsorize_cap([], 0.9) is None
     with pytest.raises(ValueError):
-        S.winsorize_cap(v, 1.5)
+        R.winsorize_cap(v, 1.5)
 
 
 def test_winsorized_sample_stats():
     v = np.random.default_rng(5).pareto(1.5, 5000)
     cap = _percentile_cont(v, 0.99)
     capped = np.where(v > cap, cap, v)
-    np.testing.assert_array_equal(S.winsorize(v, quantile=0.99), capped)
-    np.testing.assert_array_equal(S.winsorize(v), v)
+    np.testing.assert_array_equal(R.winsorize(v, quantile=0.99), capped)
+    np.testing.assert_array_equal(R.winsorize(v), v)
     for ours, ref in [
-        (S.sample_stats_from_values(v, cap), _suff(capped)),
-        (S.ratio_stats_from_values(v, v + 1), _ratio_suff(v, v + 1)),
-        (S.cuped_stats_from_values(v, 2 * v), _cuped_suff(v, 2 * v)),
+        (R.sample_stats_from_values(v, cap), _suff(capped)),
+        (R.ratio_stats_from_values(v, v + 1), _ratio_suff(v, v + 1)),
+        (R.cuped_stats_from_values(v, 2 * v), _cuped_suff(v, 2 * v)),
     ]:
         assert type(ours) is type(ref)
         np.testing.assert_allclose(astuple(ours), astuple(ref), rtol=1e-12)
@@ -784,8 +788,6 @@ def test_power_invalid_inputs():
 
 def test_sample_size_survives_extreme_alpha():
     # 1 - alpha/2 rounds to 1.0 for alpha below ~1e-16; the critical value must not become inf.
-    from service.analysis import power as power_mod
-
     for alpha in (1e-20, 1e-38, 1e-300):
         size = power_mod.sample_size(0.1, 0.05, alpha=alpha)
         assert size is not None and size.per_variation > 57_760

@@ -7,8 +7,10 @@ import os
 
 import pytest
 import sqlalchemy as sa
+from flask_migrate import upgrade
 
 from service import create_app
+from service.config import normalise_database_url
 from service.domain import environments as environment_domain
 from service.extensions import db
 
@@ -30,10 +32,6 @@ def database_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def app(database_url):
-    from flask_migrate import upgrade
-
-    from service.config import normalise_database_url
-
     app = create_app({"SQLALCHEMY_DATABASE_URI": normalise_database_url(database_url), "TESTING": True,
                       "TOKEN_TOUCH_INTERVAL": 0, "STREAM_POLL_INTERVAL": 0.1})
     with app.app_context():

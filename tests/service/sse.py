@@ -1,6 +1,7 @@
 """A Server-Sent Events reader for tests: one real HTTP connection, a thread
 that records every event with the time it arrived."""
 
+import contextlib
 import http.client
 import json
 import socket
@@ -58,10 +59,8 @@ class SseReader:
     def close(self) -> None:
         sock = self.connection.sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # unblocks the reading thread first
-            except OSError:
-                pass
         if self.status == 200:
             self._thread.join(2)
         self.connection.close()

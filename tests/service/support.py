@@ -13,9 +13,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from service.domain import Actor
 from service.domain import environments as environment_domain
 from service.domain import tokens as token_domain
+from service.extensions import db
+from service.models import AuditEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,6 +61,13 @@ def make_token(role: str, name: str | None = None) -> str:
 def make_sdk_key(environment: str = "production") -> str:
     env = environment_domain.get(environment)
     return token_domain.create_sdk_key(Actor("tests"), env)[1]
+
+
+def audit_count() -> int:
+    """Audit entries in the database (after ending this session's transaction, so that commits
+    of other connections show)."""
+    db.session.rollback()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def free_port() -> int:
@@ -153,16 +164,9 @@ class LiveServer:
             [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "service:create_app()"],
             cwd=ROOT, env=env, stdout=output, stderr=output,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}{ready_path}", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("live server did not become ready")
+        if not answers_200(f"{self.url}{ready_path}", within=30):
+            self.stop()
+            raise RuntimeError("live server did not become ready")
 
     def stop(self) -> None:
         _stop(self.process)
@@ -170,6 +174,19 @@ class LiveServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def answers_200(url: str, *, within: float) -> bool:
+    """Whether ``url`` answers 200 within ``within`` seconds (a server starting up)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.05)
+    return False
 
 
 def _stop(process) -> None:
@@ -203,16 +220,9 @@ class EdgeServer:
         env.update(self.extra_env)
         self.process = subprocess.Popen([sys.executable, "-m", "pitcrew_edge"], cwd=ROOT, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("edge did not start")
+        if not answers_200(f"{self.url}/healthz", within=20):
+            self.stop()
+            raise RuntimeError("edge did not start")
 
     def stop(self) -> None:
         _stop(self.process)

@@ -7,14 +7,17 @@ succeed, each on the state the previous one left (distinct versions, an
 unbroken before/after chain in the audit log), so no update is lost.
 Runs on SQLite and PostgreSQL (TEST_DATABASE_URL)."""
 
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm.exc import StaleDataError
 
+from service.errors import handle_database_error
 from service.extensions import db
-from service.models import AuditEntry
+from service.models import AuditEntry, Flag
 
 from .support import LiveClient
 
@@ -168,7 +171,7 @@ def assert_serialised(responses, entries, start_version: int, field: str):
         range(start_version + 1, start_version + len(responses) + 1))
     updates = entries[-len(responses):]
     assert all(e.action == "update" for e in updates)
-    for previous, entry in zip(updates, updates[1:], strict=False):
+    for previous, entry in itertools.pairwise(updates):
         assert entry.before[field] == previous.after[field], "a write did not see the one before it"
 
 
@@ -219,11 +222,6 @@ def test_concurrent_revokes_of_one_token_give_one_204(live_admin):
 
 def test_an_update_based_on_a_stale_read_is_refused_412_not_500(app, admin):
     """The second line of defence: every UPDATE is conditional on the version read (version_id_col)."""
-    from sqlalchemy.orm.exc import StaleDataError
-
-    from service.errors import handle_database_error
-    from service.models import Flag
-
     assert admin.post("/api/v1/flags", json={"key": "f", "kind": "boolean", "variations": BOOL}).status_code == 201
     db.session.rollback()
     flag = db.session.scalars(sa.select(Flag).where(Flag.key == "f")).one()

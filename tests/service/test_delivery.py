@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from service.extensions import db
 
 from .sse import SseReader
-from .support import LiveServer, make_sdk_key
+from .support import LiveServer, make_sdk_key, make_token
 
 FLAG = {"key": "kill-switch", "name": "Kill switch", "kind": "boolean",
         "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}]}
@@ -82,7 +82,7 @@ def test_deleting_the_environment_ends_its_streams(live_server, admin):
     assert admin.post("/api/v1/environments", json={"key": "doomed", "name": "Doomed"}).status_code == 201
     key = make_sdk_key("doomed")
     reader = SseReader(live_server.url, key)
-    assert reader.wait(lambda: reader.versions(), 5)
+    assert reader.wait(reader.versions, 5)
     deleted_at = time.monotonic()
     assert admin.delete("/api/v1/environments/doomed").status_code == 204
     assert reader.wait(lambda: reader.closed_at is not None, 5)
@@ -116,8 +116,6 @@ def test_streams_beyond_the_cap_get_503_with_retry_after(own_server, admin):
 
 
 def test_64_open_streams_leave_healthz_and_the_admin_api_answering(live_server, admin):
-    from .support import make_token
-
     token = make_token("viewer")
     key = make_sdk_key("production")
     readers = [SseReader(live_server.url, key) for _ in range(64)]
@@ -212,7 +210,7 @@ def test_config_304_needs_no_database_round_trip(live_server, admin, database_ur
                 assert status == 304
                 assert time.monotonic() - started < 0.5
             reader = SseReader(live_server.url, key, timeout=3)
-            assert reader.status == 200 and reader.wait(lambda: reader.versions(), 2)
+            assert reader.status == 200 and reader.wait(reader.versions, 2)
             reader.close()
         finally:
             transaction.rollback()

@@ -171,13 +171,13 @@ def test_edge_streams_follow_changes_and_end_on_revocation(live_server, edge, ad
                                              "variations": ONOFF}).status_code == 201
     key = make_sdk_key("production")
     reader = SseReader(edge.url, key)
-    assert reader.status == 200 and reader.wait(lambda: reader.versions(), 5)
+    assert reader.status == 200 and reader.wait(reader.versions, 5)
     changed = time.monotonic()
     put_targeting(admin, "k", targeting(enabled=False))
     assert reader.wait(lambda: len(reader.versions()) >= 2, 2)
     assert reader.events[-1][0] - changed < 1.0
     auth = {"Authorization": f"Bearer {key}"}
-    status, _, body = call(edge.url, "GET", "/sdk/v1/config", auth)
+    _status, _, body = call(edge.url, "GET", "/sdk/v1/config", auth)
     assert json.loads(body)["version"] == reader.versions()[-1]
 
     key_id = admin.get("/api/v1/environments/production").json["sdk_keys"][-1]["id"]

@@ -1,5 +1,7 @@
 """Event idempotency is per environment, and the ids the server derives cannot be pre-empted."""
 
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -82,9 +84,6 @@ def test_secret_key_is_generated_once_per_instance_directory(tmp_path, monkeypat
 
 def test_workers_starting_together_agree_on_one_generated_key(tmp_path):
     """gunicorn workers create the app at the same time: they must all end up with the same key."""
-    import subprocess
-    import sys
-
     code = ("import sys; from pathlib import Path; from service import config; "
             "print(config._instance_secret(Path(sys.argv[1])))")
     path = tmp_path / "secret-key"

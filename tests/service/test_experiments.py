@@ -9,12 +9,10 @@ from service.analysis import power
 from service.extensions import db
 from service.models import AuditEntry, Environment, Event
 
+from .support import audit_count
+
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 THREE = [{"key": "a", "value": "a"}, {"key": "b", "value": "b"}, {"key": "c", "value": "c"}]
-
-
-def audit_count() -> int:
-    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def audit_actions(key: str) -> list[str]:
@@ -136,7 +134,22 @@ def test_default_variations_are_the_flags_with_equal_weights(setup):
     assert created.status_code == 201, created.json
     assert created.json["variations"] == [{"variation": "a", "weight": 3334}, {"variation": "b", "weight": 3333},
                                           {"variation": "c", "weight": 3333}]
-    assert created.json["control"] == "a"
+    # The control is what users get today: the off variation of the flag in that environment
+    # (a new flag is off and serves its last variation)...
+    assert created.json["control"] == "c"
+    body = {"enabled": True, "off_variation": "b", "fallthrough": {"variation": "a"}}
+    assert setup.put("/api/v1/flags/three/environments/production", json=body).status_code == 200
+    in_production = setup.post("/api/v1/experiments", json={"key": "abc-prod", "flag": "three",
+                                                            "environment": "production"})
+    assert in_production.status_code == 201 and in_production.json["control"] == "b"
+    # ... unless the experiment does not test it: then its first variation; a given control wins.
+    arms = [{"variation": "a", "weight": 5000}, {"variation": "c", "weight": 5000}]
+    without_off = setup.post("/api/v1/experiments", json={
+        "key": "abc-ac", "flag": "three", "environment": "production", "variations": arms})
+    assert without_off.status_code == 201 and without_off.json["control"] == "a"
+    given = setup.post("/api/v1/experiments", json={
+        "key": "abc-given", "flag": "three", "environment": "production", "control": "a"})
+    assert given.status_code == 201 and given.json["control"] == "a"
 
 
 @pytest.mark.parametrize("extra, field", [
@@ -205,7 +218,7 @@ def test_lifecycle_with_audit_etags_and_ruleset(setup, sdk):
                    {"layer": {"key": "l", "range": [0, 5000]}}):
         response = setup.patch("/api/v1/experiments/checkout-test", json=change)
         assert response.status_code == 409, (change, response.json)
-        assert list(change)[0] in response.json["error"]["details"]
+        assert next(iter(change)) in response.json["error"]["details"]
     assert setup.patch("/api/v1/experiments/checkout-test", json={"traffic": 5000}).status_code == 409
     assert setup.patch("/api/v1/experiments/checkout-test", json={"released_variation": "on"}).status_code == 409
     assert setup.patch("/api/v1/experiments/checkout-test", json={"name": "Checkout"}).json["name"] == "Checkout"

@@ -7,18 +7,12 @@ import time
 import urllib.request
 
 import pytest
-import sqlalchemy as sa
 
-from service.extensions import db
-from service.models import AuditEntry
+from pitcrew.evaluation import compile_ruleset, evaluate
 
-from .support import make_sdk_key
+from .support import audit_count, make_sdk_key
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
-
-
-def audit_count() -> int:
-    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def create_flag(client, key="new-checkout", kind="boolean", variations=None, **extra):
@@ -73,7 +67,7 @@ def test_list_filters(editor):
     ({"key": "Bad Key", "kind": "boolean", "variations": BOOL}, "key"),
     ({"key": "x", "kind": "colour", "variations": BOOL}, "kind"),
     ({"key": "x", "kind": "boolean", "variations": [{"key": "a", "value": True}]}, "variations"),
-    ({"key": "x", "kind": "boolean", "variations": BOOL + [{"key": "maybe", "value": False}]}, "variations"),
+    ({"key": "x", "kind": "boolean", "variations": [*BOOL, {"key": "maybe", "value": False}]}, "variations"),
     ({"key": "x", "kind": "boolean", "variations": [{"key": "on", "value": "yes"}, {"key": "off", "value": False}]}, "variations.0.value"),
     ({"key": "x", "kind": "number", "variations": [{"key": "a", "value": True}]}, "variations.0.value"),
     ({"key": "x", "kind": "string", "variations": [{"key": "a", "value": 3}]}, "variations.0.value"),
@@ -288,8 +282,6 @@ def test_config_etag_304_and_new_etag_after_any_change(editor, sdk):
 
 
 def test_config_body_is_what_the_engine_compiles(editor, sdk):
-    from pitcrew.evaluation import compile_ruleset, evaluate
-
     create_flag(editor)
     put_targeting(editor, targeting(targets=[{"variation": "off", "values": ["42"]}]))
     compiled = compile_ruleset(sdk.get("/sdk/v1/config").json)

@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from service.domain import Actor
+from service.domain import Actor, environments
 from service.domain.errors import ValidationFailed
 from service.extensions import db
-from service.flags_as_code.apply import apply
+from service.flags_as_code.apply import ChangeRequestRequired, apply
 from service.flags_as_code.document import dump, parse
 from service.flags_as_code.export import export_document
 from service.models import (
@@ -85,8 +85,6 @@ def counts() -> dict:
 
 
 def empty_database() -> None:
-    from service.domain import environments
-
     db.session.remove()
     _empty_database()
     environments.ensure_defaults()
@@ -441,9 +439,6 @@ def test_apply_validation_error_leaves_cli_session_usable(app, admin, tmp_path):
 def test_an_environment_requiring_approvals_refuses_targeting_writes_and_changes_nothing(admin):
     """Environments have no approvals_required column yet: the attribute is set on the loaded row,
     which apply() gets back from the session, to exercise the one guarded write path."""
-    from service.domain import environments
-    from service.flags_as_code.apply import ChangeRequestRequired
-
     build_state(admin)
     document = export_document("production")
     document["flags"][0]["targeting"]["enabled"] = False

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import yaml
 
 from service.extensions import db
-from service.flags_as_code.document import MAX_DEPTH
+from service.flags_as_code.document import MAX_DEPTH, MAX_NODES
 from service.models import AuditEntry, Flag, Segment
 
 from .support import make_token
@@ -125,8 +125,7 @@ def test_roles_and_query_validation(live_server, tokens):
 
 def alias_bomb(levels=9) -> str:
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    for i in range(1, levels):
-        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
     return "\n".join(lines) + "\n"
 
 
@@ -170,8 +169,6 @@ def test_too_large_documents_get_413(live_server, tokens):
 
 
 def test_many_small_values_are_refused_before_validation(app, editor):
-    from service.flags_as_code.document import MAX_NODES
-
     body = json.dumps({"version": 1, "environment": "production", "x": [0] * (MAX_NODES + 1)})
     response = editor.post("/api/v1/import", data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400

@@ -47,7 +47,7 @@ def enabled(engine, key, context) -> bool:
 # ---------------------------------------------------------------- translation
 
 def test_flags_types_tags_and_variants(translated):
-    document, report = translated
+    document, _report = translated
     assert [f["key"] for f in document["flags"]] == [
         "banner-color", "checkout.operators", "child-flag", "child-of-variant", "dark-mode", "kill-payments",
         "legacy-strategies", "orphan-child", "pricing-page", "rollout-flexible"]
@@ -97,7 +97,7 @@ def test_segments_of_a_batch_export_need_their_definitions():
 
 
 def test_state_export_with_segments_and_environments():
-    document, report = translate(load("state-export.json"), "production")
+    document, _report = translate(load("state-export.json"), "production")
     search = flag(document, "search-v2")
     # sortOrder puts the segment strategy first; the 40% rollout comes after (percentages last anyway)
     assert [r["id"] for r in search["targeting"]["rules"]] == ["st-2", "st-1"]

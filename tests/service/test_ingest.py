@@ -4,6 +4,7 @@ evaluation counts, and the stored rows."""
 
 import gzip
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,8 @@ import sqlalchemy as sa
 from service import ingest
 from service.extensions import db
 from service.models import Environment, Event, FlagEvaluation
+
+from .support import make_sdk_key
 
 NOW = datetime.now(UTC)
 
@@ -106,7 +109,7 @@ def test_replayed_batch_stores_nothing_twice(sdk):
     events = [exposure(), track(value=1.0), track(value=2.0)]
     first = sdk.post("/sdk/v1/events", json={"events": events})
     assert first.json == {"accepted": 3, "duplicates": 0, "rejected": []}
-    replay = sdk.post("/sdk/v1/events", json={"events": events + [track()]})
+    replay = sdk.post("/sdk/v1/events", json={"events": [*events, track()]})
     assert replay.json == {"accepted": 1, "duplicates": 3, "rejected": []}
     same_batch = track()
     twice = sdk.post("/sdk/v1/events", json={"events": [same_batch, same_batch]})
@@ -194,8 +197,6 @@ def test_evaluation_counts_are_summed_per_day(sdk):
 
 
 def test_events_of_a_deleted_environment_go_with_it(admin):
-    from .support import make_sdk_key
-
     admin.post("/api/v1/environments", json={"key": "qa"})
     key = make_sdk_key("qa")
     response = admin.post("/sdk/v1/events", json={"events": [track()]}, token=key)
@@ -206,8 +207,6 @@ def test_events_of_a_deleted_environment_go_with_it(admin):
 
 def test_validate_is_pure_and_fast_enough():
     """The hand-written checks need no database: 1000 events validate in well under 50 ms."""
-    import time
-
     events = [track(value=1.5, attributes={"unit_type": "id"}) if i % 2 else exposure(attributes={"country": "DE"})
               for i in range(1000)]
     started = time.perf_counter()

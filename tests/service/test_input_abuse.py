@@ -15,16 +15,13 @@ import sqlalchemy as sa
 
 from service.domain import limits
 from service.extensions import db
-from service.models import AuditEntry, Event, Flag, Segment
+from service.models import Event, Flag, Segment
+
+from .support import audit_count
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 DEEP = b"[" * 10_000 + b"]" * 10_000
 JUST_TOO_DEEP = json.dumps({"key": "x", "value": json.loads("[" * limits.MAX_JSON_DEPTH + "]" * limits.MAX_JSON_DEPTH)})
-
-
-def audit_count() -> int:
-    db.session.rollback()
-    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def assert_error(response, status: int, code: str | None = None):

@@ -4,9 +4,11 @@ outage; the service recovers by itself and loses nothing it acknowledged.
 The restart test runs its own throw-away PostgreSQL cluster (initdb + pg_ctl
 on a free port in a temporary directory), never the shared server."""
 
+import contextlib
 import glob
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -16,8 +18,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
+
+from service.errors import classify_database_error
 
 from .support import ROOT, LiveClient, LiveServer, free_port
 
@@ -104,10 +109,8 @@ class ThrowawayCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/pitcrew"
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -219,12 +222,6 @@ def test_postgresql_restart_under_event_load_loses_nothing_acknowledged(tmp_path
 
 
 def test_database_errors_are_classified():
-    import sqlite3
-
-    import psycopg
-
-    from service.errors import classify_database_error
-
     def wrapped(orig, cls=sa.exc.OperationalError):
         return cls("SELECT 1", {}, orig)
 

@@ -12,18 +12,19 @@ from pathlib import Path
 import marshmallow as ma
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from flask_migrate import downgrade, upgrade
 
-from service import schemas
+from service import MIGRATIONS, create_app, schemas
+from service.config import normalise_database_url
 from service.extensions import db
-from service.models import AuditEntry, Flag, FlagVersion
+from service.models import Flag, FlagVersion
+from service.sdk_api import config
+
+from .support import audit_count
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 EXISTS = {"op": "exists", "attribute": "plan"}  # SPEC section 3 allows `values` absent
-
-
-def audit_count() -> int:
-    db.session.rollback()
-    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def make_flag(client, key="checkout"):
@@ -91,8 +92,6 @@ def _schema_classes():
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, ma.Schema) and cls.__module__.startswith("service."):
                 yield cls
-    from service.sdk_api import config
-
     for _, cls in inspect.getmembers(config, inspect.isclass):
         if issubclass(cls, ma.Schema) and cls.__module__.startswith("service."):
             yield cls
@@ -118,10 +117,6 @@ def test_no_response_schema_reads_dict_methods():
 
 def _migration_revisions():
     """(revision before, this revision), found by file name so re-chaining the ids keeps the test valid."""
-    from alembic.script import ScriptDirectory
-
-    from service import MIGRATIONS
-
     script = ScriptDirectory(os.path.join(MIGRATIONS))
     for revision in script.walk_revisions():
         if Path(revision.path).name.endswith("_hardening.py"):
@@ -132,8 +127,6 @@ def _migration_revisions():
 @pytest.fixture
 def scratch_database(database_url, tmp_path):
     """An empty database of the same kind as the test database: a file for SQLite, a schema for PostgreSQL."""
-    from service.config import normalise_database_url
-
     if not database_url.startswith("postgresql"):
         yield f"sqlite:///{tmp_path / 'migration.db'}"
         return
@@ -150,10 +143,6 @@ def scratch_database(database_url, tmp_path):
 
 
 def test_migration_repairs_stored_conditions_and_scopes_event_ids(scratch_database):
-    from flask_migrate import downgrade, upgrade
-
-    from service import create_app
-
     before, this = _migration_revisions()
     app = create_app({"SQLALCHEMY_DATABASE_URI": scratch_database})
     with app.app_context():
@@ -201,12 +190,11 @@ def test_migration_repairs_stored_conditions_and_scopes_event_ids(scratch_databa
                     " VALUES (:id, :env, 'track', 1, 'u', 'id')"),
                     {"id": event_id.replace("-", "") if "sqlite" in scratch_database else event_id,
                      "env": environment_id})
-            with pytest.raises(sa.exc.IntegrityError):
-                with connection.begin_nested():
-                    connection.execute(sa.text(
-                        "INSERT INTO events (client_id, environment_id, type, ts, unit, unit_type)"
-                        " VALUES (:id, 1, 'track', 1, 'u', 'id')"),
-                        {"id": event_id.replace("-", "") if "sqlite" in scratch_database else event_id})
+            with pytest.raises(sa.exc.IntegrityError), connection.begin_nested():
+                connection.execute(sa.text(
+                    "INSERT INTO events (client_id, environment_id, type, ts, unit, unit_type)"
+                    " VALUES (:id, 1, 'track', 1, 'u', 'id')"),
+                    {"id": event_id.replace("-", "") if "sqlite" in scratch_database else event_id})
         db.session.remove()
         downgrade(revision=before)  # reversible: one row per id is kept
         with db.engine.connect() as connection:

@@ -3,6 +3,10 @@ the guard on direct writes, reviews, edits that reset approvals, apply with
 the base-version check, bypass, cancel/reject, scheduled applies run by the
 worker (in-process, with its clock injected)."""
 
+import json
+import threading
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -365,10 +369,6 @@ def test_a_guarded_rollout_in_a_protected_environment_goes_through_a_change_requ
 # ---------------------------------------------------------------- races, through a real server
 
 def _post(url: str, token: str, body: dict | None = None) -> int:
-    import json
-    import urllib.error
-    import urllib.request
-
     request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST", headers={
         "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
@@ -379,8 +379,6 @@ def _post(url: str, token: str, body: dict | None = None) -> int:
 
 
 def test_racing_applies_and_reviews_count_once(protected, editor, live_server):
-    import threading
-
     rid = open_request(editor, patch={"fallthrough": {"variation": "on"}})["id"]
     base = f"{live_server.url}/api/v1/change-requests/{rid}"
     rita, alice = make_token("editor", "rita"), make_token("admin", "alice")

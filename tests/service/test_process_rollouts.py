@@ -4,6 +4,7 @@ and two end-to-end runs on simulated traffic through real SDK clients
 against a live server: a guardrail the new variation worsens by 20 % rolls
 back before the last step; with no effect the rollout completes."""
 
+import itertools
 import random
 import time
 from datetime import timedelta
@@ -126,7 +127,7 @@ def test_steps_move_traffic_monotonically_and_complete(flag, viewer):
             share = sum(v == "on" for v in history[-1].values()) / len(history[-1])
             assert share == pytest.approx(percent / 100, abs=0.015)
         # A unit that got the new variation keeps it at every later step.
-        for earlier, later in zip(history, history[1:], strict=False):
+        for earlier, later in itertools.pairwise(history):
             assert all(later[u] == "on" for u, v in earlier.items() if v == "on")
         # Past 50 %: the fallthrough serves the new variation, the experiment keeps equal arms.
         assert viewer.get(PROD).json["fallthrough"] == {"variation": "on"}

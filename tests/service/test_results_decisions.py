@@ -16,7 +16,10 @@ from datetime import UTC, datetime, time, timedelta
 import numpy as np
 import pytest
 
+from service.analysis import power as power_calc
 from service.analysis import stats
+
+from ..analysis.reference import ratio_stats_from_values, sample_stats_from_values
 
 TODAY = datetime.now(UTC).date()
 START = datetime.combine(TODAY - timedelta(days=4), time(6), tzinfo=UTC)
@@ -84,9 +87,9 @@ class Population:
                 ys.append(float(sum(purchases)))
             ds.append(float(sum(1 for name, _ in seen if name == "view")))
         if metric_type == "ratio":
-            return stats.ratio_moments(stats.ratio_stats_from_values(ys, ds))
+            return stats.ratio_moments(ratio_stats_from_values(ys, ds))
         moments = stats.proportion_moments if metric_type == "conversion" else stats.mean_moments
-        return moments(stats.sample_stats_from_values(ys))
+        return moments(sample_stats_from_values(ys))
 
 
 @pytest.fixture
@@ -236,8 +239,6 @@ def test_low_power_is_reported_like_the_issue_example(experiment, sdk, viewer):
     results = viewer.get("/api/v1/experiments/ts-test/results").json
     assert results["units"] == {"off": 516, "on": 516}
     power = results["power"]
-    from service.analysis import power as power_calc
-
     baseline = results["metrics"][0]["variations"][0]["value"]
     assert power["mde_now"] == pytest.approx(power_calc.minimum_detectable_effect(516, baseline), rel=1e-9)
     assert 0.35 < power["mde_now"] < 0.9 and power["power"] < 0.2

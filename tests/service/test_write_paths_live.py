@@ -13,13 +13,12 @@ import copy
 import itertools
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.domain import limits
-from service.extensions import db
-from service.models import AuditEntry
+
+from .support import audit_count
 
 VARIATIONS = ["a", "b", "c"]
 SEGMENTS = ["beta", "staff"]
@@ -169,11 +168,6 @@ def world(live_admin):
     for key in SEGMENTS:
         assert live_admin.post("/api/v1/segments", json={"key": key}).status == 201
     return live_admin
-
-
-def audit_count() -> int:
-    db.session.rollback()
-    return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
 
 
 def assert_error_shape(response, status=400):

@@ -6,10 +6,12 @@ from __future__ import annotations
 from flask import Response, flash, jsonify, redirect, render_template, request, url_for
 
 from ...analysis.export import results_csv
+from ...analysis.settings import CORRECTIONS, DEFAULT_ANALYSIS, ENGINES
 from ...domain import experiments as domain
 from ...domain import flags as flag_domain
 from ...domain import metrics as metric_domain
-from ...domain.experiments import CORRECTIONS, ENGINES, OUTCOMES
+from ...domain.errors import DomainError
+from ...domain.experiments import OUTCOMES
 from ...models import STATUSES
 from ...schemas.experiments import ConcludeSchema, ExperimentPatchSchema, ExperimentSchema
 from .. import bp, charts, nav, queries
@@ -63,7 +65,7 @@ def experiments():
     if status not in STATUSES:
         status = None
     page = domain.list_experiments(status=status, limit=100, cursor=request.args.get("cursor") or None)
-    items = [domain.to_dict(e) for e in page.items]
+    items = domain.to_dicts(page.items)
     return render_template("console/experiments/list.html", title="Experiments", items=items, status=status,
                            statuses=STATUSES, next_cursor=page.next_cursor)
 
@@ -97,26 +99,73 @@ def _common_from_form(form) -> dict:
             "analysis": _analysis_from_form(form)}
 
 
+AUDIENCES = [("last", "After the flag's rules: contexts that no rule matches (existing targeting "
+                      "keeps precedence)"),
+             ("first", "Before the flag's rules: every context but individual targets")]
+
+
+def _audiences(flag_key: str, env_key: str) -> list[tuple[str, str]]:
+    """The audience choices: first, last, and the audience of each of the flag's rules there."""
+    choices = list(AUDIENCES)
+    if not flag_key or not env_key:
+        return choices
+    try:
+        _, targeting = flag_domain.get_targeting(flag_key, env_key)
+    except DomainError:
+        return choices
+    for rule in targeting.get("rules") or []:
+        about = f": {rule['description']}" if rule.get("description") else ""
+        choices.append((f"rule:{rule['id']}",
+                        f"The audience of rule {rule['id']}{about} (right before it)"))
+    return choices
+
+
+def _audience_from_form(choice: str) -> dict:
+    if choice.startswith("rule:"):
+        return {"rule_id": choice.removeprefix("rule:")}
+    return {"position": "first" if choice == "first" else "last"}
+
+
+def _describe_audience(audience: dict | None) -> str:
+    if audience is None:
+        return "no rule serves it"
+    before = audience["preceded_by"]
+    where = f"rule {audience['position'] + 1} of the flag's targeting"
+    if not before:
+        return f"{where}, first"
+    return f"{where}, after {', '.join(before)} (their contexts do not enter it)"
+
+
 @bp.route("/experiments/new", methods=["GET", "POST"])
 def experiment_new():
     flags, environments, metrics = _choices()
-    doc = {"key": "", "flag": request.args.get("flag", ""), "environment": "production" if "production" in
-           environments else (environments[0] if environments else ""), "analysis": domain.DEFAULT_ANALYSIS}
+    environment = request.args.get("environment", "")
+    if environment not in environments:
+        default = environments[0] if environments else ""
+        environment = "production" if "production" in environments else default
+    doc = {"key": "", "flag": request.args.get("flag", ""), "environment": environment,
+           "analysis": DEFAULT_ANALYSIS}
+    choice = "last"
     errors, status = FieldErrors(), 200
     if request.method == "POST":
         doc = {**_common_from_form(request.form), "key": request.form.get("key", "").strip(),
                "flag": request.form.get("flag", ""), "environment": request.form.get("environment", "")}
+        choice = request.form.get("audience", "last")
         data = {k: v for k, v in doc.items() if not (k == "name" and v is None)}
+        data["audience"] = _audience_from_form(choice)
         outcome = attempt(lambda: domain.create(actor(), load(ExperimentSchema(), data)))
         if outcome.ok:
-            flash(f"Created draft experiment {outcome.value.key}; its rule was added to the flag's targeting.",
-                  "success")
+            audience = domain.to_dict(outcome.value)["audience"]
+            flash(f"Created draft experiment {outcome.value.key}; its rule is "
+                  f"{_describe_audience(audience)}.", "success")
             return redirect(url_for("console.experiment", key=outcome.value.key), 303)
         errors, status = outcome.errors, 400
-        doc["analysis"] = {**domain.DEFAULT_ANALYSIS, **doc["analysis"]}
-    return render_template("console/experiments/new.html", title="New experiment", doc=doc, errors=errors,
-                           flags=flags, environments=environments, metrics=metrics, engines=ENGINES,
-                           corrections=CORRECTIONS), status
+        doc["analysis"] = {**DEFAULT_ANALYSIS, **doc["analysis"]}
+    return render_template("console/experiments/new.html", title="New experiment", doc=doc,
+                           errors=errors, flags=flags, environments=environments, metrics=metrics,
+                           engines=ENGINES, corrections=CORRECTIONS,
+                           audiences=_audiences(doc["flag"], doc["environment"]),
+                           audience=choice), status
 
 
 # ---------------------------------------------------------------- an experiment

@@ -6,11 +6,11 @@ import marshmallow as ma
 from flask import Response, flash, redirect, render_template, request, url_for
 
 from ...analysis.export import results_csv
+from ...analysis.settings import CORRECTIONS, ENGINES
 from ...auth import requires
 from ...domain import environments as environment_domain
 from ...domain import holdouts as domain
 from ...domain import metrics as metric_domain
-from ...domain.experiments import CORRECTIONS, ENGINES
 from ...schemas.holdouts import HoldoutPatchSchema, HoldoutResultsQuerySchema, HoldoutSchema
 from .. import bp, charts, nav
 from ..forms import FieldErrors, attempt, flatten_messages, load, number, version
