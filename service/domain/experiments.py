@@ -320,10 +320,9 @@ def _layer_conflicts(experiment: Experiment) -> list[str]:
     return clashes
 
 
-def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "start")
-    check_version(experiment.version, if_match)
+def check_start(experiment: Experiment) -> None:
+    """Raise unless ``experiment`` can start now (also checked by a change request that proposes it)."""
+    key = experiment.key
     if experiment.status != "draft":
         raise Conflict(f"Only a draft experiment can start; '{key}' is {experiment.status}.",
                        {"status": [f"Is {experiment.status}."]})
@@ -345,32 +344,41 @@ def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
     if clashes:
         raise Conflict(f"Layer '{experiment.layer['key']}' range overlaps running experiments: {', '.join(clashes)}.",
                        {"layer.range": [f"Overlaps {c}." for c in clashes]})
+
+
+def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
+    experiment = get(key, lock=True)
+    protection.guard_experiment(experiment, "start")
+    check_version(experiment.version, if_match)
+    check_start(experiment)
     before = snapshot(experiment)
     experiment.status = "running"
     experiment.started_at = utcnow()
     return _finish(actor, experiment, "start", before, False)
 
 
+def check_stop(experiment: Experiment) -> None:
+    if experiment.status != "running":
+        raise Conflict(f"Only a running experiment can stop; '{experiment.key}' is {experiment.status}.",
+                       {"status": [f"Is {experiment.status}."]})
+
+
 def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
     experiment = get(key, lock=True)
     protection.guard_experiment(experiment, "stop")
     check_version(experiment.version, if_match)
-    if experiment.status != "running":
-        raise Conflict(f"Only a running experiment can stop; '{key}' is {experiment.status}.",
-                       {"status": [f"Is {experiment.status}."]})
+    check_stop(experiment)
     before = snapshot(experiment)
     experiment.status = "stopped"
     experiment.stopped_at = utcnow()
     return _finish(actor, experiment, "stop", before, True)
 
 
-def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
-    experiment = get(key, lock=True)
-    protection.guard_experiment(experiment, "conclude")
-    check_version(experiment.version, if_match)
+def check_conclude(experiment: Experiment, data: dict) -> None:
+    """Raise unless ``experiment`` can be concluded with ``data`` ({decision, released_variation})."""
     if experiment.status not in ("running", "stopped"):
-        raise Conflict(f"Only a running or stopped experiment can be concluded; '{key}' is {experiment.status}.",
-                       {"status": [f"Is {experiment.status}."]})
+        raise Conflict(f"Only a running or stopped experiment can be concluded; '{experiment.key}' is "
+                       f"{experiment.status}.", {"status": [f"Is {experiment.status}."]})
     arms = [a["variation"] for a in experiment.variations]
     decision = dict(data["decision"])
     errors: dict[str, list[str]] = {}
@@ -383,6 +391,15 @@ def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) ->
         errors["released_variation"] = ["Must be one of the experiment's variations."]
     if errors:
         raise ValidationFailed("The decision is invalid.", errors)
+
+
+def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
+    experiment = get(key, lock=True)
+    protection.guard_experiment(experiment, "conclude")
+    check_version(experiment.version, if_match)
+    check_conclude(experiment, data)
+    decision = dict(data["decision"])
+    released = data.get("released_variation")
     before = snapshot(experiment)
     was_visible = _visible(experiment)
     now = utcnow()
