@@ -634,12 +634,19 @@ def unschedule(actor: Actor, request: ChangeRequest) -> None:
 
 # ---------------------------------------------------------------- proposals for other writers
 
-def active_targeting_request(author: str, flag: Flag, environment: Environment) -> ChangeRequest | None:
-    """``author``'s newest active request proposing a whole targeting for the flag in the environment."""
-    return db.session.scalars(sa.select(ChangeRequest).where(
-        ChangeRequest.author == author, ChangeRequest.flag_id == flag.id,
-        ChangeRequest.environment_id == environment.id, ChangeRequest.state.in_(ACTIVE),
-        ChangeRequest.targeting.is_not(None)).order_by(ChangeRequest.id.desc())).first()
+def active_targeting_requests(author: str, environment: Environment, flag: Flag | None = None
+                              ) -> dict[int, ChangeRequest]:
+    """``author``'s newest active request proposing a whole targeting in the environment, per
+    flag id (of ``flag`` only, when given)."""
+    stmt = sa.select(ChangeRequest).where(
+        ChangeRequest.author == author, ChangeRequest.environment_id == environment.id,
+        ChangeRequest.state.in_(ACTIVE), ChangeRequest.targeting.is_not(None))
+    if flag is not None:
+        stmt = stmt.where(ChangeRequest.flag_id == flag.id)
+    newest: dict[int, ChangeRequest] = {}
+    for request in db.session.scalars(stmt.order_by(ChangeRequest.id.desc())):
+        newest.setdefault(request.flag_id, request)
+    return newest
 
 
 def propose_targeting(actor: Actor, flag_key: str, environment_key: str, targeting: dict) -> tuple[ChangeRequest, str]:
@@ -655,7 +662,7 @@ def propose_targeting(actor: Actor, flag_key: str, environment_key: str, targeti
     flag = flag_domain.get(flag_key, lock=True)
     environment = get_environment(environment_key)
     wanted = flag_domain._normalise_targeting(targeting)
-    existing = active_targeting_request(actor.name, flag, environment)
+    existing = active_targeting_requests(actor.name, environment, flag).get(flag.id)
     if existing is None:
         return create(actor, {"flag": flag.key, "environment": environment.key, "targeting": wanted,
                               "comment": actor.comment or ""}), "opened"

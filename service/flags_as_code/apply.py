@@ -180,12 +180,10 @@ def _proposal(item: _Item, request, status: str) -> dict:
             "state": request.state, "revision": request.revision}
 
 
-def _stray_request_warning(actor: Actor, item: _Item, environment: Environment) -> dict | None:
+def _stray_request_warning(item: _Item, mine: dict) -> dict | None:
     """The document leaves a protected environment's targeting as it is, but the author's own
-    active request for the flag would change it: say so (it is left alone)."""
-    if environment.approvals_required <= 0 or item.row is None:
-        return None
-    request = request_domain.active_targeting_request(actor.name, item.row, environment)
+    active request for the flag (``mine``: by flag id) would change it: say so (it is left alone)."""
+    request = mine.get(item.row.id) if item.row is not None else None
     if request is None:
         return None
     return {"path": f"{item.path}.targeting", "message": (
@@ -254,6 +252,7 @@ def _write_metrics_or_segments(actor, errors, items: list[_Item], domain, fields
 def _write(actor: Actor, plan: dict[str, list[_Item]], environment: Environment, errors: dict,
            warnings: list, proposals: list) -> None:
     protected = environment.approvals_required > 0
+    mine = request_domain.active_targeting_requests(actor.name, environment) if protected else {}
     _write_metrics_or_segments(actor, errors, plan["metrics"], metric_domain, metric_domain.FIELDS)
     _write_metrics_or_segments(actor, errors, plan["segments"], segment_domain, segment_domain.FIELDS)
 
@@ -293,7 +292,7 @@ def _write(actor: Actor, plan: dict[str, list[_Item]], environment: Environment,
             if new["targeting"] != item.current["targeting"]:
                 targeting_writes.append(item)
         if item.row is not None and new["targeting"] == item.current["targeting"]:
-            stray = _stray_request_warning(actor, item, environment)
+            stray = _stray_request_warning(item, mine)
             if stray:
                 warnings.append(stray)
 

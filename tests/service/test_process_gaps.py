@@ -489,12 +489,27 @@ def test_rollback_proposals_that_cannot_be_made(history, editor, admin):
 
 
 def test_a_rollback_proposal_through_gunicorn(live_server, history, editor):
-    client = LiveClient(live_server.url, make_token("editor", "gina"))
-    response = client.post(CR, json={"flag": "checkout", "environment": "production", "rollback": {"version": 2}})
+    gina, rita_, ravi_ = (LiveClient(live_server.url, make_token("editor", n)) for n in ("gina", "rita", "ravi"))
+    # Edited, a rollback proposal becomes a targeting of its own.
+    other = gina.post(CR, json={"flag": "checkout", "environment": "production", "rollback": {"version": 1}})
+    assert other.status == 201 and other.json["rollback_version"] == 1, other.json
+    edited = gina.patch(f"{CR}/{other.json['id']}", json={"targeting": targeting()})
+    assert edited.status == 200 and edited.json["rollback_version"] is None and edited.json["revision"] == 2
+    assert gina.post(f"{CR}/{other.json['id']}/cancel").status == 200
+    # Proposed, reviewed and applied over HTTP.
+    response = gina.post(CR, json={"flag": "checkout", "environment": "production", "rollback": {"version": 2}})
     assert response.status == 201, response.json
+    rid = response.json["id"]
     assert response.json["rollback_version"] == 2 and response.json["state"] == "open"
-    edited = client.patch(f"{CR}/{response.json['id']}", json={"targeting": targeting()})
-    assert edited.status == 200 and edited.json["rollback_version"] is None  # now a targeting of its own
+    for reviewer in (rita_, ravi_):
+        assert reviewer.post(f"{CR}/{rid}/reviews", json={"decision": "approve", "revision": 1}).status == 201
+    applied = gina.post(f"{CR}/{rid}/apply", json={})
+    assert applied.status == 200 and applied.json["state"] == "applied", applied.json
+    flag = gina.get(FLAG).json
+    assert flag["environments"]["production"]["fallthrough"] == {"variation": "off"}
+    assert flag["name"] == "Checkout v2"  # the rest of version 2 is a plain rollback away
+    assert gina.post(f"{FLAG}/rollback", json={"version": 2}).status == 200
+    assert gina.get(FLAG).json["name"] == "checkout"
 
 
 # ================================================================ 4. the review's revision
