@@ -16,7 +16,7 @@ from ..schemas.process import (
 from .common import etag, if_match, page
 
 blp = Blueprint("change_requests", __name__, url_prefix="/api/v1/change-requests",
-                description="Reviewed changes to targeting in protected environments (docs/process.md).")
+                description="Reviewed changes in protected environments (docs/process.md).")
 
 
 def is_admin() -> bool:
@@ -38,7 +38,7 @@ class ChangeRequests(MethodView):
     @blp.arguments(ChangeRequestCreateSchema)
     @blp.response(201, ChangeRequestSchema)
     def post(self, data):
-        """Open a change request: a full targeting or a patch for a flag in an environment"""
+        """Open a change request: a targeting, a patch, a rollback, a guarded rollout or an experiment action"""
         return _one(domain.create(actor(), data), 201)
 
 
@@ -61,8 +61,9 @@ class ChangeRequestReviews(MethodView):
     @blp.arguments(ReviewSchema)
     @blp.response(201, ChangeRequestSchema)
     def post(self, data, request_id):
-        """Approve or reject (not the author; each reviewer counts once)"""
-        return _one(domain.review(actor(), request_id, data["decision"], data["comment"]), 201)
+        """Approve or reject (not the author; each reviewer counts once; `revision`: the one you read)"""
+        return _one(domain.review(actor(), request_id, data["decision"], data["comment"],
+                                  revision=data["revision"]), 201)
 
 
 @blp.route("/<int:request_id>/apply")

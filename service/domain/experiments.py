@@ -355,8 +355,8 @@ def _layer_conflicts(experiment: Experiment) -> list[str]:
     return clashes
 
 
-def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
-    experiment = _for_change(key, "start", if_match)
+def check_start(experiment: Experiment) -> None:
+    """Raise unless ``experiment`` can start now (also checked by a change request that proposes it)."""
     _require_status(experiment, ("draft",), "start")
     flag = _flag_of(experiment)
     errors: dict[str, list[str]] = {}
@@ -376,23 +376,32 @@ def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
     if clashes:
         raise Conflict(f"Layer '{experiment.layer['key']}' range overlaps running experiments: {', '.join(clashes)}.",
                        {"layer.range": [f"Overlaps {c}." for c in clashes]})
+
+
+def start(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
+    experiment = _for_change(key, "start", if_match)
+    check_start(experiment)
     before = snapshot(experiment)
     experiment.status = "running"
     experiment.started_at = utcnow()
     return _finish(actor, experiment, "start", before, False)
 
 
+def check_stop(experiment: Experiment) -> None:
+    _require_status(experiment, ("running",), "stop")
+
+
 def stop(actor: Actor, key: str, if_match: int | None = None) -> Experiment:
     experiment = _for_change(key, "stop", if_match)
-    _require_status(experiment, ("running",), "stop")
+    check_stop(experiment)
     before = snapshot(experiment)
     experiment.status = "stopped"
     experiment.stopped_at = utcnow()
     return _finish(actor, experiment, "stop", before, True)
 
 
-def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
-    experiment = _for_change(key, "conclude", if_match)
+def check_conclude(experiment: Experiment, data: dict) -> None:
+    """Raise unless ``experiment`` can be concluded with ``data`` ({decision, released_variation})."""
     _require_status(experiment, ("running", "stopped"), "be concluded")
     arms = [a["variation"] for a in experiment.variations]
     decision = dict(data["decision"])
@@ -406,6 +415,13 @@ def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) ->
         errors["released_variation"] = ["Must be one of the experiment's variations."]
     if errors:
         raise ValidationFailed("The decision is invalid.", errors)
+
+
+def conclude(actor: Actor, key: str, data: dict, if_match: int | None = None) -> Experiment:
+    experiment = _for_change(key, "conclude", if_match)
+    check_conclude(experiment, data)
+    decision = dict(data["decision"])
+    released = data.get("released_variation")
     before = snapshot(experiment)
     was_visible = _visible(experiment)
     now = utcnow()

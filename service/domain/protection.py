@@ -11,6 +11,9 @@ that change what its SDKs serve call one guard at their top:
   variation, and the experiment of a running guarded rollout is managed by
   the rollout alone).
 
+A change request proposes each of these (service/domain/change_requests.py:
+a targeting, a patch, a rollback's restored targeting, an experiment action).
+
 Each raises :class:`ChangeRequestRequired` (409 ``change_request_required``)
 unless the caller runs inside :func:`sanctioned`: the change-request apply,
 the worker's scheduled changes and the guarded rollouts, which carry their
@@ -63,30 +66,53 @@ def guard_targeting(environment: Environment) -> None:
         raise _refuse(environment, "changing targeting")
 
 
-def guard_rollback(flag: Flag, version: int) -> None:
-    """Refuse a rollback that would change a protected environment's targeting.
-
-    An unknown version passes: the rollback itself reports it."""
-    if is_sanctioned():
-        return
-    protected = list(db.session.scalars(sa.select(Environment).where(Environment.approvals_required > 0)))
+def rollback_changes(flag: Flag, version: int) -> list[tuple[Environment, dict]]:
+    """The protected environments whose targeting a rollback to ``version`` would change,
+    each with the targeting it would restore (empty for an unknown version)."""
+    protected = list(db.session.scalars(sa.select(Environment).where(Environment.approvals_required > 0)
+                                        .order_by(Environment.id)))
     if not protected:
-        return
+        return []
     target = db.session.scalar(sa.select(FlagVersion.snapshot).where(
         FlagVersion.flag_id == flag.id, FlagVersion.version == version))
     if target is None:
-        return
+        return []
     live = dict(db.session.execute(sa.select(FlagTargeting.environment_id, FlagTargeting.targeting)
                                    .where(FlagTargeting.flag_id == flag.id)).all())
+    changes = []
     for environment in protected:
         restored = (target.get("environments") or {}).get(environment.key)
         current = live.get(environment.id) or default_targeting(flag.variations)
         if restored is not None and restored != current:
-            raise _refuse(environment, f"a rollback that changes its targeting (to version {version})")
+            changes.append((environment, restored))
+    return changes
+
+
+def guard_rollback(flag: Flag, version: int) -> None:
+    """Refuse a rollback that would change a protected environment's targeting.
+
+    An unknown version passes: the rollback itself reports it. The refused
+    part can be proposed: a change request ``{flag, environment, rollback:
+    {version}}`` restores that environment's targeting of the version."""
+    if is_sanctioned():
+        return
+    changes = rollback_changes(flag, version)
+    if changes:
+        raise _refuse(changes[0][0], f"a rollback that changes its targeting (to version {version}; propose it "
+                                     f"with rollback: {{version: {version}}})")
 
 
 def rollout_of(experiment: Experiment) -> Rollout | None:
     return db.session.scalars(sa.select(Rollout).where(Rollout.experiment_id == experiment.id)).first()
+
+
+def guard_rollout_experiment(experiment: Experiment) -> None:
+    """Refuse (409) any write to the experiment of a running guarded rollout (it would fight the rollout)."""
+    rollout = rollout_of(experiment)
+    if rollout is not None and rollout.state == "running":
+        raise Conflict(f"Experiment '{experiment.key}' belongs to guarded rollout {rollout.id}; "
+                       "the rollout manages it (cancel the rollout instead).",
+                       {"experiment": [f"Managed by rollout {rollout.id}."]})
 
 
 SERVING_FIELDS = ("traffic", "released_variation")
@@ -97,14 +123,12 @@ def guard_experiment(experiment: Experiment, action: str, changes: dict | None =
     write to the experiment of a running guarded rollout (it would fight the rollout).
 
     ``action`` is start | stop | conclude | update | delete; an update is
-    guarded only when it changes serving (traffic, released_variation)."""
+    guarded only when it changes serving (traffic, released_variation). A running
+    rollout's experiment is refused even to a sanctioned write (an applied change
+    request): only the rollout itself moves it."""
+    guard_rollout_experiment(experiment)
     if is_sanctioned():
         return
-    rollout = rollout_of(experiment)
-    if rollout is not None and rollout.state == "running":
-        raise Conflict(f"Experiment '{experiment.key}' belongs to guarded rollout {rollout.id}; "
-                       "the rollout manages it (cancel the rollout instead).",
-                       {"experiment": [f"Managed by rollout {rollout.id}."]})
     environment = db.session.get(Environment, experiment.environment_id)
     if environment is None or environment.approvals_required <= 0:
         return

@@ -171,13 +171,13 @@ def _due(now: datetime):
 
 def _apply(actor: Actor, item: ScheduledChange) -> str | None:
     """Apply one claimed change; None when applied, else why it cannot be."""
+    if item.change_request_id:  # locks the request, then what it writes (the API's order)
+        request = request_domain.get(item.change_request_id, lock=True)
+        return request_domain.apply_scheduled(actor, request)
     flag = db.session.scalars(locked(sa.select(Flag).where(Flag.id == item.flag_id))).one()
     environment = db.session.get(Environment, item.environment_id)
     if flag.archived:
         return f"Flag '{flag.key}' is archived."
-    if item.change_request_id:
-        request = request_domain.get(item.change_request_id, lock=True)
-        return request_domain.apply_scheduled(actor, request)
     if environment.approvals_required > 0:
         return (f"Environment '{environment.key}' became protected after this change was scheduled; "
                 "schedule it through a change request.")

@@ -16,6 +16,11 @@ finally the removal of variation keys the document no longer has. Holdouts (of t
 document's environment) are written with the segments, before any targeting
 names them. What the document does not name is left alone (nothing is deleted
 or archived).
+
+In a protected environment (``approvals_required > 0``) each flag's targeting
+change becomes a change request instead of a write (one per flag, or the
+author's open one reused or refreshed: ``change_requests.propose_targeting``);
+everything else is written as usual, and the result lists the requests.
 """
 
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ import marshmallow as ma
 import sqlalchemy as sa
 
 from ..domain import Actor, unit_of_work
+from ..domain import change_requests as request_domain
 from ..domain import environments as environment_domain
 from ..domain import flags as flag_domain
 from ..domain import holdouts as holdout_domain
@@ -31,6 +37,7 @@ from ..domain import metrics as metric_domain
 from ..domain import segments as segment_domain
 from ..domain.diff import json_diff
 from ..domain.errors import Conflict, DomainError, NotFound, ValidationFailed
+from ..domain.protection import ChangeRequestRequired
 from ..extensions import db
 from ..models import Environment, Flag, Holdout, Metric, Segment
 from ..schemas.common import flatten_messages
@@ -47,12 +54,6 @@ from .export import flag_entry, holdout_entry, metric_entry, segment_entry
 SECTIONS = ("flags", "segments", "metrics", "holdouts")
 FLAG_FIELDS = ("name", "description", "type", "tags", "owner", "temporary")
 DEFAULT_COMMENT = "flags as code: apply"
-
-
-class ChangeRequestRequired(Conflict):
-    """The environment requires approvals: its targeting changes only through change requests."""
-
-    code = "change_request_required"
 
 
 @dataclass
@@ -162,7 +163,8 @@ def _plan(document: dict, environment: Environment) -> tuple[dict[str, list[_Ite
     return plan, errors, warnings
 
 
-def _result(plan: dict[str, list[_Item]], environment: Environment, warnings: list, dry_run: bool) -> dict:
+def _result(plan: dict[str, list[_Item]], environment: Environment, warnings: list, dry_run: bool,
+            proposals: list[dict]) -> dict:
     result = {"dry_run": dry_run, "environment": environment.key,
               "summary": {"created": 0, "changed": 0, "unchanged": 0}}
     for section in SECTIONS:
@@ -171,25 +173,44 @@ def _result(plan: dict[str, list[_Item]], environment: Environment, warnings: li
         for item in items:
             result["summary"][item.status] += 1
     result["warnings"] = sorted(warnings, key=lambda w: w["path"])
+    if dry_run:  # the ids of requests a dry run would open were never committed
+        proposals = [{**p, "id": None} if p["status"] == "opened" else p for p in proposals]
+    result["change_requests"] = sorted(proposals, key=lambda p: p["flag"])
     return result
 
 
 # ---------------------------------------------------------------- writing
 
-def _write_targeting(actor: Actor, flag_key: str, environment: Environment, targeting: dict) -> None:
+def _write_targeting(actor: Actor, item: _Item, environment: Environment, proposals: list[dict]) -> None:
     """The ONE place where an apply writes a flag's targeting in the document's environment.
 
-    An environment that requires approvals must get a change request here
-    instead of a direct write (docs/flags-as-code.md, "Protected
-    environments"). Until change requests exist, such an environment refuses
-    the whole apply with 409 ``change_request_required``, like a direct
-    targeting write does; nothing is written.
+    In an environment that requires approvals the targeting is proposed in a
+    change request instead (docs/flags-as-code.md, "Protected environments"):
+    opened, or the author's active one for the flag reused (``pending``) or
+    refreshed (``updated``); ``proposals`` collects them for the result.
     """
-    if getattr(environment, "approvals_required", 0):
-        raise ChangeRequestRequired(
-            f"Environment '{environment.key}' requires approvals: apply its targeting through change requests.",
-            {"environment": [environment.key]})
-    flag_domain.put_targeting(actor, flag_key, environment.key, targeting)
+    targeting = item.new["targeting"]
+    if environment.approvals_required > 0:
+        request, status = request_domain.propose_targeting(actor, item.key, environment.key, targeting)
+        proposals.append(_proposal(item, request, status))
+        return
+    flag_domain.put_targeting(actor, item.key, environment.key, targeting)
+
+
+def _proposal(item: _Item, request, status: str) -> dict:
+    return {"flag": item.key, "path": f"{item.path}.targeting", "id": request.id, "status": status,
+            "state": request.state, "revision": request.revision}
+
+
+def _stray_request_warning(item: _Item, mine: dict) -> dict | None:
+    """The document leaves a protected environment's targeting as it is, but the author's own
+    active request for the flag (``mine``: by flag id) would change it: say so (it is left alone)."""
+    request = mine.get(item.row.id) if item.row is not None else None
+    if request is None:
+        return None
+    return {"path": f"{item.path}.targeting", "message": (
+        f"Your change request #{request.id} ({request.state}) proposes another targeting; the document keeps "
+        "the live one. Cancel the request if it is no longer wanted.")}
 
 
 def _add_errors(errors: dict, path: str, exc: DomainError) -> None:
@@ -207,12 +228,16 @@ def _add_errors(errors: dict, path: str, exc: DomainError) -> None:
         errors.setdefault(target, []).extend(str(m) for m in messages)
 
 
-def _attempt(errors: dict, path: str, fn, *args, **kwargs):
+def _attempt(errors: dict, path: str, fn, *args, prefix: str | None = None, **kwargs):
+    """``fn(...)``, or None with its problems recorded at ``path`` (``prefix.`` dropped from theirs)."""
     try:
         return fn(*args, **kwargs)
-    except ChangeRequestRequired:
+    except ChangeRequestRequired:  # the environment became protected meanwhile: refuse the whole apply
         raise
     except DomainError as exc:
+        if prefix:
+            exc.details = {key[len(prefix) + 1:] if key.startswith(prefix + ".") else key: messages
+                           for key, messages in exc.details.items()}
         _add_errors(errors, path, exc)
         return None
 
@@ -246,7 +271,10 @@ def _write_metrics_or_segments(actor, errors, items: list[_Item], domain, fields
             _attempt(errors, item.path, domain.update, actor, item.key, changes)
 
 
-def _write(actor: Actor, plan: dict[str, list[_Item]], environment: Environment, errors: dict) -> None:
+def _write(actor: Actor, plan: dict[str, list[_Item]], environment: Environment, errors: dict,
+           warnings: list, proposals: list) -> None:
+    protected = environment.approvals_required > 0
+    mine = request_domain.active_targeting_requests(actor.name, environment) if protected else {}
     _write_metrics_or_segments(actor, errors, plan["metrics"], metric_domain, metric_domain.FIELDS)
     _write_metrics_or_segments(actor, errors, plan["segments"], segment_domain, segment_domain.FIELDS)
     for item in plan["holdouts"]:
@@ -285,17 +313,31 @@ def _write(actor: Actor, plan: dict[str, list[_Item]], environment: Environment,
                     first, *rest = new["variations"]
                     changes["variations"] = [first, *dropped, *rest]
                     final_variations[item.key] = (item, new["variations"])
+                    if changes["variations"] == item.current["variations"]:
+                        del changes["variations"]  # kept from an earlier apply (see below): nothing to write
                 else:
                     changes["variations"] = new["variations"]
             if changes and _attempt(errors, item.path, flag_domain.update, actor, item.key, changes) is None:
                 continue
             if new["targeting"] != item.current["targeting"]:
                 targeting_writes.append(item)
+        if item.row is not None and new["targeting"] == item.current["targeting"]:
+            stray = _stray_request_warning(item, mine)
+            if stray:
+                warnings.append(stray)
 
     for item in _prerequisites_first(targeting_writes):
-        _attempt(errors, f"{item.path}.targeting", _write_targeting, actor, item.key, environment,
-                 item.new["targeting"])
+        _attempt(errors, f"{item.path}.targeting", _write_targeting, actor, item, environment, proposals,
+                 prefix="targeting")
+    proposed = {p["flag"]: p for p in proposals}
     for item, variations in final_variations.values():
+        if protected and item.key in proposed:
+            # The live targeting still uses the dropped keys until the request is applied.
+            kept = [v["key"] for v in item.current["variations"] if v["key"] not in {x["key"] for x in variations}]
+            warnings.append({"path": f"{item.path}.variations", "message": (
+                f"Variation(s) {', '.join(map(repr, kept))} stay until the flag's change request is applied (the "
+                "live targeting uses them); apply the document again then to remove them.")})
+            continue
         _attempt(errors, item.path, flag_domain.update, actor, item.key, {"variations": variations})
 
 
@@ -303,17 +345,20 @@ def apply(actor: Actor, raw, *, dry_run: bool = False) -> dict:
     """Apply a document (the parsed JSON/YAML data) in one transaction; return the diff.
 
     Raises ValidationFailed (details keyed by document path) when anything in
-    it cannot be written, and ChangeRequestRequired for an environment that
-    requires approvals; in both cases nothing is changed. ``dry_run`` writes
-    and then rolls back, so it validates exactly like a real apply.
+    it cannot be written; nothing is changed then. In an environment that
+    requires approvals, targeting changes open change requests (listed in the
+    result's ``change_requests``) and the rest is written. ``dry_run`` writes
+    and then rolls back, so it validates exactly like a real apply and lists
+    the requests it would open.
     """
     document = load(raw)
     environment = _environment(document["environment"])
     actor = Actor(actor.name, actor.request_id, actor.comment or DEFAULT_COMMENT)
+    proposals: list[dict] = []
     try:
         with unit_of_work.deferred() as work:
             plan, errors, warnings = _plan(document, environment)
-            _write(actor, plan, environment, errors)
+            _write(actor, plan, environment, errors, warnings, proposals)
             if errors:
                 raise ValidationFailed("The document cannot be applied; nothing was changed.", errors)
     except BaseException:
@@ -323,4 +368,4 @@ def apply(actor: Actor, raw, *, dry_run: bool = False) -> dict:
         db.session.rollback()
     elif work.pending:
         unit_of_work.commit()
-    return _result(plan, environment, warnings, dry_run)
+    return _result(plan, environment, warnings, dry_run, proposals)

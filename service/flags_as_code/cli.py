@@ -77,6 +77,12 @@ def _print_result(result: dict) -> None:
                            f"{json.dumps(change['after'])}")
     for warning in result["warnings"]:
         click.echo(f"  warning  {warning['path']}: {warning['message']}")
+    words = {"opened": ("would open", "opened"), "updated": ("would update", "updated (new revision)"),
+             "pending": ("pending", "pending")}
+    for proposal in result.get("change_requests", []):
+        word = words[proposal["status"]][0 if result["dry_run"] else 1]
+        ident = f" #{proposal['id']}" if proposal["id"] else ""
+        click.echo(f"  change request{ident} {word}: targeting of {proposal['flag']} ({proposal['state']})")
 
 
 @click.command("apply")

@@ -16,10 +16,14 @@ class ChangeRequest(db.Model):
     """A proposed change to a flag's targeting in a protected environment.
 
     Exactly one of ``targeting`` (a full replacement), ``patch`` (top-level
-    fields replacing the live ones when applied) and ``rollout`` (a guarded
-    rollout to start) is set. ``base_version`` is
-    the flag's version the request was written against; ``revision`` counts
-    edits (approvals count only for the current revision)."""
+    fields replacing the live ones when applied), ``rollout`` (a guarded
+    rollout to start) and ``experiment`` (an experiment's start, stop or
+    conclude: ``{key, action, decision, released_variation}``) is set.
+    ``base_version`` is the version the request was written against: the
+    flag's, or for an experiment request the experiment's (``experiment_id``);
+    ``rollback_version`` names the flag version whose targeting a rollback
+    proposal restores. ``revision`` counts edits (approvals count only for
+    the current revision)."""
 
     __tablename__ = "change_requests"
     __table_args__ = (sa.Index("ix_change_requests_flag_env_state", "flag_id", "environment_id", "state"),)
@@ -33,6 +37,10 @@ class ChangeRequest(db.Model):
     targeting: Mapped[dict | None] = mapped_column(JSONType)
     patch: Mapped[dict | None] = mapped_column(JSONType)
     rollout: Mapped[dict | None] = mapped_column(JSONType)
+    experiment: Mapped[dict | None] = mapped_column(JSONType)
+    experiment_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("experiments.id", ondelete="SET NULL"), index=True)
+    rollback_version: Mapped[int | None] = mapped_column()
     base_version: Mapped[int] = mapped_column()
     revision: Mapped[int] = mapped_column(default=1)
     bypass: Mapped[bool] = mapped_column(default=False)

@@ -69,6 +69,15 @@ class SummarySchema(BaseSchema):
     unchanged = ma.fields.Integer()
 
 
+class ProposalSchema(BaseSchema):
+    flag = ma.fields.String()
+    path = ma.fields.String(metadata={"description": "The document path of the proposed targeting."})
+    id = ma.fields.Integer(allow_none=True, metadata={"description": "null for a request a dry run would open."})
+    status = ma.fields.String(metadata={"description": "opened | updated (a new revision) | pending (as it was)"})
+    state = ma.fields.String(metadata={"description": "The request's state (open, approved, scheduled)."})
+    revision = ma.fields.Integer()
+
+
 class ImportResultSchema(BaseSchema):
     dry_run = ma.fields.Boolean()
     environment = ma.fields.String()
@@ -78,3 +87,5 @@ class ImportResultSchema(BaseSchema):
     metrics = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
     holdouts = ma.fields.List(ma.fields.Nested(ResourceDiffSchema))
     warnings = ma.fields.List(ma.fields.Nested(WarningSchema))
+    change_requests = ma.fields.List(ma.fields.Nested(ProposalSchema), metadata={
+        "description": "In a protected environment: the change requests holding the targeting changes."})

@@ -4,9 +4,11 @@ from datetime import UTC
 
 import marshmallow as ma
 
+from ..domain.change_requests import EXPERIMENT_ACTIONS
 from ..models.process import CHANGE_REQUEST_STATES, ROLLOUT_STATES, SCHEDULE_STATES
 from .common import BaseSchema, PageQuerySchema, StrictSchema, page_schema
-from .flags import DiffEntrySchema, TargetingPatchSchema, TargetingSchema
+from .experiments import DecisionSchema
+from .flags import DiffEntrySchema, RollbackSchema, TargetingPatchSchema, TargetingSchema
 
 MAX_COMMENT = 5000
 
@@ -21,14 +23,26 @@ def _when(**kwargs):
 
 # ---------------------------------------------------------------- change requests
 
+class ExperimentActionSchema(StrictSchema):
+    key = ma.fields.String(required=True, metadata={"description": "The experiment."})
+    action = ma.fields.String(required=True, validate=ma.validate.OneOf(EXPERIMENT_ACTIONS))
+    decision = ma.fields.Nested(DecisionSchema, metadata={"description": "conclude only (required there)."})
+    released_variation = ma.fields.String(allow_none=True, metadata={"description": "conclude only."})
+
+
 class ChangeRequestCreateSchema(StrictSchema):
-    flag = ma.fields.String(required=True)
-    environment = ma.fields.String(required=True)
+    flag = ma.fields.String(metadata={"description": "Required, except for an experiment action (its flag)."})
+    environment = ma.fields.String(metadata={
+        "description": "Required, except for an experiment action (its environment)."})
     targeting = ma.fields.Nested(TargetingSchema, metadata={"description": "The whole new targeting."})
     patch = ma.fields.Nested(TargetingPatchSchema, metadata={
         "description": "Top-level targeting fields that replace the live ones when applied."})
     rollout = ma.fields.Nested("GuardedRolloutCreateSchema", metadata={
         "description": "A guarded rollout to start when applied (body of POST .../rollouts)."})
+    experiment = ma.fields.Nested(ExperimentActionSchema, metadata={
+        "description": "Start, stop or conclude an experiment when applied."})
+    rollback = ma.fields.Nested(RollbackSchema, metadata={
+        "description": "Restore the environment's targeting of an earlier flag version (stored as targeting)."})
     comment = _comment(load_default="")
 
 
@@ -36,12 +50,15 @@ class ChangeRequestPatchSchema(StrictSchema):
     targeting = ma.fields.Nested(TargetingSchema)
     patch = ma.fields.Nested(TargetingPatchSchema)
     rollout = ma.fields.Nested("GuardedRolloutCreateSchema")
+    experiment = ma.fields.Nested(ExperimentActionSchema)
     comment = _comment()
 
 
 class ReviewSchema(StrictSchema):
     decision = ma.fields.String(required=True, validate=ma.validate.OneOf(("approve", "reject")))
     comment = _comment(load_default="")
+    revision = ma.fields.Integer(load_default=None, validate=ma.validate.Range(min=1, max=2**31 - 1), metadata={
+        "description": "The revision you reviewed: refused (409) if the request was edited since."})
 
 
 class ApplySchema(StrictSchema):
@@ -68,9 +85,16 @@ class ChangeRequestSchema(BaseSchema):
     targeting = ma.fields.Dict(allow_none=True)
     patch = ma.fields.Dict(allow_none=True)
     rollout = ma.fields.Dict(allow_none=True)
-    base_version = ma.fields.Integer(metadata={"description": "The flag version the request is based on."})
+    experiment = ma.fields.Dict(allow_none=True, metadata={
+        "description": "An experiment action: {key, action, decision, released_variation}."})
+    rollback_version = ma.fields.Integer(allow_none=True, metadata={
+        "description": "The flag version whose targeting `targeting` restores (a rollback proposal)."})
+    base_version = ma.fields.Integer(metadata={
+        "description": "The flag version the request is based on (an experiment action: the experiment's)."})
     flag_version = ma.fields.Integer(metadata={"description": "The flag's version now."})
-    conflict = ma.fields.Boolean(metadata={"description": "The flag changed since base_version (apply gets 409)."})
+    experiment_version = ma.fields.Integer(allow_none=True, metadata={
+        "description": "An experiment action: the experiment's version now (null once deleted)."})
+    conflict = ma.fields.Boolean(metadata={"description": "The base changed since base_version (apply gets 409)."})
     revision = ma.fields.Integer()
     approvals = ma.fields.Integer()
     approvals_required = ma.fields.Integer()
@@ -93,6 +117,7 @@ class ChangeRequestSchema(BaseSchema):
 
 class ChangeRequestQuerySchema(PageQuerySchema):
     flag = ma.fields.String(load_default=None)
+    experiment = ma.fields.String(load_default=None, metadata={"description": "Requests acting on this experiment."})
     environment = ma.fields.String(load_default=None)
     state = ma.fields.String(load_default=None, validate=ma.validate.OneOf(CHANGE_REQUEST_STATES))
 

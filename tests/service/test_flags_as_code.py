@@ -13,7 +13,7 @@ import yaml
 from service.domain import Actor, environments
 from service.domain.errors import ValidationFailed
 from service.extensions import db
-from service.flags_as_code.apply import ChangeRequestRequired, apply
+from service.flags_as_code.apply import apply
 from service.flags_as_code.document import dump, parse
 from service.flags_as_code.export import export_document
 from service.models import (
@@ -436,21 +436,22 @@ def test_apply_validation_error_leaves_cli_session_usable(app, admin, tmp_path):
     assert make_token("viewer")  # the session still works
 
 
-def test_an_environment_requiring_approvals_refuses_targeting_writes_and_changes_nothing(admin):
-    """Environments have no approvals_required column yet: the attribute is set on the loaded row,
-    which apply() gets back from the session, to exercise the one guarded write path."""
+def test_an_environment_requiring_approvals_gets_change_requests_for_its_targeting(admin):
+    """In-process (as the CLI runs it): the targeting change is proposed, the rest written.
+    The API, the console and idempotency are covered in test_process_gaps.py."""
+    from service.models import ChangeRequest
+
     build_state(admin)
+    ok(admin.patch("/api/v1/environments/production", json={"approvals_required": 2}))
     document = export_document("production")
     document["flags"][0]["targeting"]["enabled"] = False
     document["metrics"].append({"key": "refunds", "event": "refund", "type": "count"})
     before = counts()
-    production = environments.get("production")  # held: the session's identity map is weak
-    production.approvals_required = 2
-    with pytest.raises(ChangeRequestRequired) as info:
-        apply(ACTOR, document)
-    assert info.value.code == "change_request_required"
-    assert counts() == before
-    production = environments.get("production")
-    production.approvals_required = 2
-    document["flags"][0]["targeting"]["enabled"] = True  # no targeting change: nothing to approve
-    assert apply(ACTOR, document)["summary"]["created"] == 1
+    result = apply(ACTOR, document)
+    assert [(p["flag"], p["status"]) for p in result["change_requests"]] == [("billing-v2", "opened")]
+    after = counts()
+    assert after["Metric"] == before["Metric"] + 1 and after["versions"] == before["versions"]
+    db.session.expire_all()
+    request = db.session.scalars(sa.select(ChangeRequest)).one()
+    assert (request.state, request.author, request.targeting["enabled"]) == ("open", "tests", False)
+    assert export_document("production")["flags"][0]["targeting"]["enabled"] is True

@@ -1,9 +1,11 @@
 """Change requests (docs/process.md): the list with filters, a request's page (its diff
-against the live targeting, reviews, edit, apply now or at a time, an admin's bypass,
-cancel), and the edit page (the targeting editor, or the guarded-rollout form, of
-the proposal). Every write is one call of ``service.domain.change_requests``, so
-the rules are the API's: the author never approves, a reviewer counts once, any
-edit resets the approvals, an apply checks the approvals and the base version."""
+against the live targeting, or what an experiment action changes; reviews, edit, apply
+now or at a time, an admin's bypass, cancel), and the edit page (the targeting editor,
+or the guarded-rollout form, of the proposal; an experiment action is cancelled and
+proposed again instead). Every write is one call of ``service.domain.change_requests``,
+so the rules are the API's: the author never approves, a reviewer counts once, a review
+names the revision it read, any edit resets the approvals, an apply checks the
+approvals and the base version."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from flask import flash, redirect, render_template, request, url_for
 from ...domain import change_requests as domain
 from ...domain import flags as flag_domain
 from ...domain import schedules as schedule_domain
-from ...domain.errors import PreconditionFailed, ValidationFailed
+from ...domain.errors import ValidationFailed
 from ...models.process import CHANGE_REQUEST_STATES
 from ...models.types import utcnow
 from ...schemas.process import ApplySchema, ChangeRequestPatchSchema, ReviewSchema
@@ -85,23 +87,22 @@ def _failed(request_id: int, outcome: Outcome, form: str, prefix: str | None = N
     return _page(request_id, outcome=outcome, errors=errors, form=form, status=outcome.status)
 
 
-def _review(request_id: int, data: dict, revision):
-    """Review the revision the reviewer saw: if the request was edited since the page was
-    rendered, the review would count for a proposal they have not read (409 instead)."""
+def _review(request_id: int, data: dict):
+    """Review the revision the reviewer saw (the form carries it): if the request was edited
+    since the page was rendered, the domain refuses it (409) rather than count it for a
+    proposal the reviewer has not read."""
     loaded = load(ReviewSchema(), data)
-    current = domain.get(request_id, lock=True)
-    if revision != current.revision:
-        raise PreconditionFailed(
-            f"Change request {request_id} was edited since you opened it (revision {revision}, now "
-            f"{current.revision}); read the new revision, then review it.",
-            {"revision": [f"You reviewed revision {revision}; the request is at revision {current.revision}."]})
-    return domain.review(actor(), request_id, loaded["decision"], loaded["comment"])
+    if loaded["revision"] is None:
+        raise ValidationFailed("The form does not say which revision you reviewed; reload the page.",
+                               {"revision": ["Missing."]})
+    return domain.review(actor(), request_id, loaded["decision"], loaded["comment"], revision=loaded["revision"])
 
 
 @bp.post("/change-requests/<int:request_id>/reviews")
 def change_request_review(request_id):
-    data = {"decision": request.form.get("decision", ""), "comment": request.form.get("comment", "")}
-    outcome = attempt(_review, request_id, data, number(request.form.get("revision"), integer=True))
+    data = {"decision": request.form.get("decision", ""), "comment": request.form.get("comment", ""),
+            "revision": number(request.form.get("revision"), integer=True)}
+    outcome = attempt(_review, request_id, data)
     if not outcome.ok:
         return _failed(request_id, outcome, "review")
     verb = "Approved" if data["decision"] == "approve" else "Rejected"
@@ -182,6 +183,10 @@ def change_request_edit(request_id):
     keys = [v["key"] for v in flag.variations]
     if data["rollout"] is not None:
         return _edit_rollout(request_id, data, flag)
+    if data["experiment"] is not None:  # its action is its whole proposal: cancel and propose another
+        flash("An experiment action is not edited: cancel the request and propose another from the experiment's "
+              "page (its comment can be edited here).", "warning")
+        return redirect(url_for("console.change_request", request_id=request_id), 303)
     targeting, errors, outcome, status = data["proposed"], FieldErrors(), None, 200
     form_version = data["version"]
     if request.method == "POST":

@@ -1,5 +1,10 @@
 """Experiments: list by status, create, setup, lifecycle (start, stop, conclude),
-results (table, forest plot, cumulative lift over time, breakdown, downloads)."""
+results (table, forest plot, cumulative lift over time, breakdown, downloads).
+
+In an environment that requires approvals the lifecycle buttons open a change
+request for the action instead (the API refuses the direct write with 409
+``change_request_required``; docs/process.md); the page lists the requests in
+play for the experiment."""
 
 from __future__ import annotations
 
@@ -7,16 +12,21 @@ from flask import Response, flash, jsonify, redirect, render_template, request, 
 
 from ...analysis.export import results_csv
 from ...analysis.settings import CORRECTIONS, DEFAULT_ANALYSIS, ENGINES
+from ...domain import change_requests as request_domain
+from ...domain import environments as environment_domain
 from ...domain import experiments as domain
 from ...domain import flags as flag_domain
 from ...domain import metrics as metric_domain
 from ...domain.errors import DomainError
 from ...domain.experiments import OUTCOMES
+from ...domain.versioning import check_version
 from ...models import STATUSES
 from ...schemas.experiments import ConcludeSchema, ExperimentPatchSchema, ExperimentSchema
+from ...schemas.process import ChangeRequestCreateSchema
 from .. import bp, charts, nav, queries
 from ..forms import FieldErrors, attempt, checked, load, number, version
 from ..session import actor
+from .flags import requested
 
 nav.register("Experiments", "console.experiments", order=30)
 
@@ -229,8 +239,12 @@ def _experiment_page(key: str, *, errors: FieldErrors | None = None, outcome=Non
                 if (rule.get("serve") or {}).get("experiment") == key]
     if (targeting.get("fallthrough") or {}).get("experiment") == key:
         audience.append({"id": "default rule", "conditions": []})
+    approvals = environment_domain.get(data["environment"]).approvals_required
+    requests = [request_domain.to_dict(r) for r in request_domain.list_requests(experiment=key, limit=50).items
+                if r.state in request_domain.ACTIVE]
     return render_template(
         "console/experiments/experiment.html", title=f"Experiment {key}", e=data, results=results,
+        approvals=approvals, requests=requests,
         series=series, series_chart=series_chart, forest_plots=forest_plots, roles=roles, dimension=dimension,
         errors=errors or FieldErrors(), outcome=outcome, metrics=metrics, engines=ENGINES, corrections=CORRECTIONS,
         outcomes=OUTCOMES, fmt_value=fmt_value, fmt_lift=fmt_lift, fmt_p=fmt_p, flag=flag,
@@ -270,9 +284,33 @@ def experiment_setup(key):
     return redirect(url_for("console.experiment", key=key), 303)
 
 
-def _transition(key: str, fn, message: str, *args):
+def _protected(key: str) -> bool:
+    experiment = domain.get(key)
+    return environment_domain.get(domain.to_dict(experiment)["environment"]).approvals_required > 0
+
+
+def _propose(key: str, action: str, expected: int, data: dict | None = None):
+    """Open a change request for ``action`` (the environment requires approvals). A page
+    rendered from an older version of the experiment is a conflict, as for a direct write."""
+    check_version(domain.get(key).version, expected)
+    body = {"experiment": {"key": key, "action": action, **(data or {})},
+            "comment": request.form.get("comment") or ""}
+    return request_domain.create(actor(), load(ChangeRequestCreateSchema(), body))
+
+
+def _proposed(key: str, action: str, outcome):
+    if not outcome.ok:
+        return _experiment_page(key, errors=outcome.without_prefix("experiment"), outcome=outcome,
+                                status=outcome.status)
+    env = domain.to_dict(domain.get(key))["environment"]
+    return requested(outcome.value, env, f"{action} experiment {key}")
+
+
+def _transition(key: str, fn, message: str, action: str):
     expected = version()
-    outcome = attempt(fn, actor(), key, *args, expected)
+    if _protected(key):
+        return _proposed(key, action, attempt(_propose, key, action, expected))
+    outcome = attempt(fn, actor(), key, expected)
     if not outcome.ok:
         return _experiment_page(key, errors=outcome.errors, outcome=outcome,
                                 status=409 if outcome.error.code in ("conflict", "precondition_failed") else 400)
@@ -282,12 +320,12 @@ def _transition(key: str, fn, message: str, *args):
 
 @bp.post("/experiments/<key>/start")
 def experiment_start(key):
-    return _transition(key, domain.start, f"Started {key}: units are being assigned.")
+    return _transition(key, domain.start, f"Started {key}: units are being assigned.", "start")
 
 
 @bp.post("/experiments/<key>/stop")
 def experiment_stop(key):
-    return _transition(key, domain.stop, f"Stopped {key}: results keep the data up to now.")
+    return _transition(key, domain.stop, f"Stopped {key}: results keep the data up to now.", "stop")
 
 
 @bp.post("/experiments/<key>/conclude")
@@ -297,6 +335,8 @@ def experiment_conclude(key):
                          "summary": form.get("summary", "")},
             "released_variation": form.get("released_variation") or None}
     expected = version()
+    if _protected(key):
+        return _proposed(key, "conclude", attempt(_propose, key, "conclude", expected, data))
     outcome = attempt(lambda: domain.conclude(actor(), key, load(ConcludeSchema(), data), expected))
     if not outcome.ok:
         return _experiment_page(key, errors=outcome.errors, outcome=outcome,

@@ -3,8 +3,8 @@ environment comparison and copy, history with diffs and rollback.
 
 In a protected environment (``approvals_required > 0``) the writes that the
 API refuses with 409 ``change_request_required`` open a change request
-instead: the targeting editor's save, the on/off switch and a copy into it
-(docs/process.md). The editor also schedules its changes for a time in an
+instead: the targeting editor's save, the on/off switch, a copy into it and a
+rollback that would change its targeting (docs/process.md). The editor also schedules its changes for a time in an
 unprotected environment."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ...domain import change_requests as request_domain
 from ...domain import environments as environment_domain
 from ...domain import flags as domain
 from ...domain import holdouts as holdout_domain
-from ...domain import lifecycle
+from ...domain import lifecycle, protection
 from ...domain import rollouts as rollout_domain
 from ...domain import schedules as schedule_domain
 from ...domain.diff import json_diff
@@ -566,8 +566,20 @@ def flag_copy(key):
 def flag_history(key):
     flag = domain.get(key)
     page = domain.history(key, limit=30, cursor=request.args.get("cursor") or None)
+    protected = {v["version"]: [(env.key, env.approvals_required)
+                                for env, _ in protection.rollback_changes(flag, v["version"])]
+                 for v in page.items if v["version"] != flag.version}
     return render_template("console/flags/history.html", title=f"History of {key}", flag=flag, versions=page.items,
-                           next_cursor=page.next_cursor, dumps=json.dumps)
+                           next_cursor=page.next_cursor, dumps=json.dumps, protected=protected)
+
+
+def _propose_rollback(key: str, target: int, expected: int):
+    """Change requests restoring the protected environments' targeting of version ``target``
+    (docs/process.md), and what else of that version they leave as it is."""
+    flag = domain.get(key)
+    check_version(flag.version, expected)
+    leftovers = request_domain.rollback_leftovers(flag, target)
+    return request_domain.propose_rollback(actor(), key, target), leftovers
 
 
 @bp.post("/flags/<key>/rollback")
@@ -575,6 +587,21 @@ def flag_rollback(key):
     target = number(request.form.get("target"), integer=True)
     if not isinstance(target, int):
         abort(400)
+    if protection.rollback_changes(domain.get(key), target):
+        outcome = attempt(_propose_rollback, key, target, version())
+        if not outcome.ok:
+            return render_template("console/error.html", title="Not proposed", message=outcome.error.message,
+                                   details=outcome.error.details), outcome.status
+        requests, leftovers = outcome.value
+        names = {env.id: env.key for env in queries.environments()}
+        opened = ", ".join(f"#{r.id} ({names[r.environment_id]})" for r in requests)
+        note = (f" Not part of {'it' if len(requests) == 1 else 'them'}: {', '.join(leftovers)}; once applied, roll "
+                f"back to version {target} again to restore those." if leftovers else "")
+        flash(f"Opened change request{'s' if len(requests) > 1 else ''} {opened} restoring the targeting of "
+              f"version {target}; approvals are needed before it changes.{note}", "success")
+        if len(requests) == 1:
+            return redirect(url_for("console.change_request", request_id=requests[0].id), 303)
+        return redirect(url_for("console.change_requests", flag=key, state="open"), 303)
     outcome = attempt(domain.rollback, actor(), key, target, version())
     if not outcome.ok:
         return render_template("console/error.html", title="Not rolled back", message=outcome.error.message,

@@ -6,7 +6,9 @@ problems by document path), then apply it. The same functions as the API
 
 An apply is allowed only for the document exactly as previewed: the form
 carries the SHA-256 of the previewed text, and a document that differs (or
-was never previewed) is previewed again instead of applied."""
+was never previewed) is previewed again instead of applied. In an environment
+that requires approvals, the preview and the result list the change requests
+that hold the targeting changes, with links to them."""
 
 from __future__ import annotations
 
@@ -95,9 +97,10 @@ def flags_as_code_env(env):
                 result = outcome.value
                 previewed = digest(text) if result["dry_run"] else None
         status = outcome.status
+    approvals = next(e.approvals_required for e in queries.environments() if e.key == env)
     return render_template("console/flags_as_code.html", title=f"Export / import: {env}", env=env,
                            environments=environments, formats=FORMATS, text=text, result=result, outcome=outcome,
-                           previewed=previewed, dumps=_dumps), status
+                           previewed=previewed, dumps=_dumps, approvals=approvals), status
 
 
 def _dumps(value) -> str:

@@ -611,11 +611,11 @@ def test_import_reports_problems_by_path_and_refuses_what_it_must(erin, admin, a
                                                     "file": (BytesIO(big.encode()), "big.json")},
                          content_type="multipart/form-data")
     assert response.status_code == 200 and "0 created, 0 changed, 1 unchanged" in erin.page
-    # A protected environment refuses an apply that changes its targeting.
+    # In a protected environment the targeting change would open a change request.
     protect(admin, "staging", 1)
     changed = good.decode().replace('"enabled": false', '"enabled": true')
     erin.post("/export-import/staging", {"document": changed, "action": "dry_run"})
-    assert "requires approvals" in erin.page
+    assert "staging requires approvals:" in erin.page and "would open a change request" in erin.page
     # CSRF and roles.
     assert erin.post("/export-import/staging", {"document": changed, "action": "dry_run"}, csrf=False).status_code == 400
     viewer = signed_in(app, "viewer", "vic")
