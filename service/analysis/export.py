@@ -1,6 +1,6 @@
 """CSV exports: results (one row per metric, dimension value and variation) and first exposures.
 
-Results CSV columns (SPEC section 6, in this order): ``metric, dimension,
+Results CSV columns (docs/api.md and docs/analysis.md, in this order): ``metric, dimension,
 dimension_value, variation, units, value, stddev, abs_estimate, abs_ci_low,
 abs_ci_high, abs_p_value, rel_estimate, rel_ci_low, rel_ci_high,
 rel_p_value, p_value_adjusted, chance_to_beat_control``, then ``risk``

@@ -9,7 +9,7 @@ record one exposure per unit and group, ``experiment = "holdout:<key>"``,
 sees the unit, so both groups enter the analysis the same way: at their first
 evaluation of any flag in the holdout.
 
-The comparison is an experiment's (SPEC section 6 methods, the same SQL and
+The comparison is an experiment's (docs/analysis.md's methods, the same SQL and
 the same statistics): ``queries.unit_counts`` / ``queries.metric_sums`` over
 those exposures, then ``results``' per-metric entries with ``held_out`` as the
 control, so ``measured`` carries the cumulative lift of everything the flags

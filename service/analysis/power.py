@@ -1,4 +1,4 @@
-"""Power, sample-size and MDE calculator (SPEC section 6), pure functions.
+"""Power, sample-size and MDE calculator (docs/analysis.md), pure functions.
 
 Two-sided z-approximation for the difference of two independent means with
 equal allocation, i.e. the model of statsmodels' ``NormalIndPower`` (both

@@ -1,4 +1,4 @@
-"""SQL aggregation for experiment analysis (SPEC section 6), SQLAlchemy Core.
+"""SQL aggregation for experiment analysis (docs/analysis.md), SQLAlchemy Core.
 
 Events are reduced to per-variation (and per-dimension-value) *sufficient
 statistics* inside the database; no per-event or per-unit row reaches

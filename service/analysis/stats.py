@@ -1,4 +1,4 @@
-"""Statistics core of Pitcrew's experiment analysis (SPEC section 6).
+"""Statistics core of Pitcrew's experiment analysis (docs/analysis.md).
 
 Pure functions over per-variation *sufficient statistics*: numbers in,
 numbers out.  numpy/scipy only -- no I/O, no Flask, no SQLAlchemy.  The SQL
@@ -109,7 +109,7 @@ mean, or a non-finite number would result.  ``TestResult.to_dict()`` /
 
 Deviations from gbstats (deliberate)
 ------------------------------------
-* relative lift divides by |control mean| (SPEC); gbstats divides by the
+* relative lift divides by |control mean| (docs/analysis.md); gbstats divides by the
   signed mean.  Identical whenever the control mean is positive; the
   variance is identical always.
 * absolute lift is computed when the control mean is 0 (gbstats returns its

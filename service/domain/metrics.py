@@ -1,6 +1,6 @@
 """Metrics: what an experiment measures, defined over track events.
 
-Per unit (SPEC section 6), counting only the unit's events after its first
+Per unit (docs/analysis.md), counting only the unit's events after its first
 exposure and inside the metric's window:
 
 * ``conversion``: 1 if the unit has at least one ``event``, else 0;

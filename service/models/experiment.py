@@ -8,7 +8,7 @@ STATUSES = ("draft", "running", "stopped", "concluded")
 
 
 class Experiment(db.Model):
-    """An experiment on one flag in one environment (SPEC section 2)."""
+    """An experiment on one flag in one environment (docs/api.md, "Experiments")."""
 
     __tablename__ = "experiments"
 

@@ -33,7 +33,7 @@ class Flag(db.Model):
 
 
 class FlagTargeting(db.Model):
-    """A flag's targeting in one environment (SPEC section 3 shape, stored as JSON)."""
+    """A flag's targeting in one environment (the shape of docs/evaluation.md, stored as JSON)."""
 
     __tablename__ = "flag_targeting"
     __table_args__ = (sa.UniqueConstraint("flag_id", "environment_id"),)

@@ -1,4 +1,4 @@
-"""``POST /sdk/v1/events``: exposure and track events from SDKs (SPEC section 4).
+"""``POST /sdk/v1/events``: exposure and track events from SDKs (docs/api.md).
 
 The handler only deals with HTTP: it decompresses a gzip body (capped, so a
 small "gzip bomb" cannot expand without bound), decodes the JSON and hands

@@ -32,7 +32,7 @@ ONOFF = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 
 
 def ref_bucket(salt: str, unit: str) -> int:
-    """Independent implementation of the SPEC bucketing formula."""
+    """Independent implementation of the bucketing formula (docs/evaluation.md)."""
     return int(hashlib.sha256(f"{salt}.{unit}".encode()).hexdigest()[:16], 16) * 10000 // 2**64
 
 

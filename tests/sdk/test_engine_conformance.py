@@ -12,12 +12,12 @@ import pytest
 from pitcrew.evaluation import Reason, bucket, compile_ruleset, evaluate
 from pitcrew.evaluation.operators import OPS
 
-SPEC_FILE = Path(__file__).resolve().parents[1] / "spec" / "evaluation.json"
-DOC = json.loads(SPEC_FILE.read_text(encoding="utf-8"))
+CONFORMANCE_FILE = Path(__file__).resolve().parents[1] / "spec" / "evaluation.json"
+DOC = json.loads(CONFORMANCE_FILE.read_text(encoding="utf-8"))
 CASES = DOC["cases"]
 
-# The vectors printed in SPEC section 3, restated here on purpose.
-SPEC_VECTORS = [
+# The vectors printed in docs/evaluation.md, restated here on purpose.
+DOC_VECTORS = [
     ("new-checkout", "user-1", 9783),
     ("new-checkout", "user-2", 6026),
     ("checkout-redesign", "42", 4923),
@@ -28,7 +28,7 @@ SPEC_VECTORS = [
 
 
 def independent_bucket(salt: str, unit: str) -> int:
-    """The SPEC formula written differently from the engine: hex digest, floor division."""
+    """The formula of docs/evaluation.md written differently from the engine: hex digest, floor division."""
     hex16 = hashlib.sha256(f"{salt}.{unit}".encode()).hexdigest()[:16]
     return int(hex16, 16) * 10000 // 2**64
 
@@ -43,7 +43,7 @@ def compiled_ref(name: str):
     return compile_ruleset(DOC["rulesets"][name])
 
 
-@pytest.mark.parametrize(("salt", "unit", "expected"), SPEC_VECTORS)
+@pytest.mark.parametrize(("salt", "unit", "expected"), DOC_VECTORS)
 def test_spec_bucketing_vectors(salt, unit, expected):
     assert bucket(salt, unit) == expected
     assert independent_bucket(salt, unit) == expected
@@ -57,7 +57,7 @@ def test_bucketing_file(vector):
 
 def test_file_contains_spec_vectors():
     pinned = {(v["salt"], v["unit"]): v["bucket"] for v in DOC["bucketing"]}
-    for salt, unit, expected in SPEC_VECTORS:
+    for salt, unit, expected in DOC_VECTORS:
         assert pinned[(salt, unit)] == expected
 
 

@@ -1,4 +1,4 @@
-"""Results and exports through HTTP: SPEC section 6 field names, numbers equal
+"""Results and exports through HTTP: the field names of docs/api.md, numbers equal
 to the statistics module applied to numpy sufficient statistics of the same
 simulated units, request overrides, dimension breakdowns, CSV (results and
 streamed first exposures), the CLI export, SRM and the stop time."""

@@ -1,4 +1,4 @@
-"""POST /sdk/v1/events (SPEC section 4): batch limits, per-event validation with
+"""POST /sdk/v1/events (docs/api.md): batch limits, per-event validation with
 partial acceptance, idempotency by event id, timestamps, gzip (and gzip bombs),
 evaluation counts, and the stored rows."""
 

@@ -24,7 +24,7 @@ from service.sdk_api import config
 from .support import audit_count
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
-EXISTS = {"op": "exists", "attribute": "plan"}  # SPEC section 3 allows `values` absent
+EXISTS = {"op": "exists", "attribute": "plan"}  # docs/evaluation.md allows `values` absent
 
 
 def make_flag(client, key="checkout"):

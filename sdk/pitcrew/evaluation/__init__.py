@@ -1,4 +1,4 @@
-"""Pitcrew's flag evaluation engine (SPEC section 3): pure Python, stdlib only, no I/O.
+"""Pitcrew's flag evaluation engine (docs/evaluation.md): pure Python, stdlib only, no I/O.
 
     compiled = compile_ruleset(ruleset_json)          # once per ruleset version
     result = evaluate(compiled, "new-checkout", {"id": "user-1"}, False)

@@ -1,4 +1,4 @@
-"""Deterministic bucketing (SPEC section 3, "Bucketing").
+"""Deterministic bucketing (docs/evaluation.md, "Bucketing").
 
 ``bucket(salt, unit) = (u64be(sha256(utf8(salt + "." + unit))[0:8]) * 10000) >> 64``
 
@@ -29,7 +29,7 @@ _TWO64 = 1 << 64
 
 
 def bucket(salt: str, unit: str) -> int:
-    """The bucket in ``[0, 10000)`` of ``unit`` under ``salt`` (SPEC formula)."""
+    """The bucket in ``[0, 10000)`` of ``unit`` under ``salt`` (docs/evaluation.md)."""
     digest = sha256((salt + "." + unit).encode("utf-8")).digest()
     return (int.from_bytes(digest[:8], "big") * BUCKETS) >> 64
 

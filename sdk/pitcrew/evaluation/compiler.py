@@ -1,4 +1,4 @@
-"""Ruleset JSON -> immutable compiled structures (SPEC section 3).
+"""Ruleset JSON -> immutable compiled structures (docs/evaluation.md).
 
 Compile once per ruleset version, evaluate many times. Every flag becomes a
 ``_run(ctx)`` closure over pre-built data: conditions are closures with

@@ -1,4 +1,4 @@
-"""evaluate(compiled, flag_key, context, default) -> EvaluationResult (SPEC section 3).
+"""evaluate(compiled, flag_key, context, default) -> EvaluationResult (docs/evaluation.md).
 
 The per-flag logic (prerequisites, targets, rules, fallthrough) is compiled into
 a closure by :mod:`pitcrew.evaluation.compiler`; this module holds the result type

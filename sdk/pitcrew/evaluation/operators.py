@@ -1,4 +1,4 @@
-"""Condition operators (SPEC section 3, "Conditions").
+"""Condition operators (docs/evaluation.md, "Operators").
 
 One implementation of every operator and of value parsing (versions,
 instants), used by the compiler (to build condition closures) and by the
