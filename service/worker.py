@@ -46,7 +46,7 @@ from flask import current_app, has_app_context
 from prometheus_client.core import GaugeMetricFamily
 
 from . import ingest, webhook_sender
-from .domain import lifecycle, rollouts, schedules, webhooks
+from .domain import lifecycle, rollouts, schedules, tokens, webhooks
 from .domain.concurrency import begin_exclusive
 from .extensions import db
 from .models.types import utcnow
@@ -153,7 +153,7 @@ class Worker:
         return done
 
     def housekeeping(self) -> None:
-        """Hourly: announce newly stale flags; prune old deliveries and evaluation batch ids."""
+        """Hourly: announce newly stale flags; prune old deliveries, evaluation batch ids and console sessions."""
         now = self.clock()
         if self.next_housekeeping is not None and now < self.next_housekeeping:
             return
@@ -164,6 +164,7 @@ class Worker:
             db.session.rollback()
         webhooks.prune(now)
         ingest.prune_batches(now)
+        tokens.prune_console_sessions(now)
         self.next_housekeeping = now + self.housekeeping_interval
 
     def run(self) -> None:

@@ -2,10 +2,12 @@
 
 * Sign-in: ``POST /login`` with a personal admin token (form field
   ``token``). The session cookie (Flask's signed cookie, ``pitcrew_session``:
-  HttpOnly, SameSite=Lax, Secure on HTTPS requests) holds the token's id and
-  an HMAC of its stored hash under the server secret, never the token.
-* Every console request re-reads the token row: a revoked token (or one
-  whose hash no longer matches) ends the session at once.
+  HttpOnly, SameSite=Lax, Secure on HTTPS requests) holds a random session
+  id, never the token; the database keeps the id's SHA-256, its token and
+  its expiry (``console_sessions``).
+* Every console request re-reads the session and its token in one query:
+  signing out, the session's expiry or the token's revocation ends it at
+  once, also for any copy of the cookie.
 * Roles exactly as the API: GET needs ``viewer``, POST ``editor``, unless the
   view says otherwise with ``service.auth.requires``; checked here, before
   the view, whatever the page showed.
@@ -16,13 +18,10 @@
   ``X-Forwarded-Proto`` (and -For, -Host) count; otherwise they are ignored.
 """
 
-import hashlib
-import hmac
 import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from flask import current_app, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -49,11 +48,6 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
 
-def fingerprint(token_hash: str) -> str:
-    key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, b"console-session:" + token_hash.encode(), hashlib.sha256).hexdigest()
-
-
 def current_user():
     """The signed-in token (id, name, role) of this request, or None."""
     return g.get("console_user")
@@ -71,13 +65,11 @@ def actor() -> Actor:
 
 
 def _load_user():
-    token_id, fp = session.get("tid"), session.get("fp")
-    if not isinstance(token_id, int) or not isinstance(fp, str):
+    sid = session.get("sid")
+    if not isinstance(sid, str):
         return None
-    row = db.session.execute(
-        sa.select(Token.id, Token.name, Token.role, Token.revoked_at, Token.last_used_at, Token.token_hash)
-        .where(Token.id == token_id)).first()
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(fingerprint(row.token_hash), fp):
+    row = token_domain.find_console_session(sid)
+    if row is None:
         return None
     token_domain.touch(Token, row, current_app.config["TOKEN_TOUCH_INTERVAL"])
     return row
@@ -88,12 +80,19 @@ def sign_in(secret: str):
     row = token_domain.find_token(secret)
     if row is None:
         return None
-    session.clear()  # a fresh session (and a fresh CSRF token) for the new identity
-    session["tid"] = row.id
-    session["fp"] = fingerprint(row.hash)
+    sign_out()  # a fresh session (and a fresh CSRF token) for the new identity
+    session["sid"] = token_domain.start_console_session(row.id, current_app.permanent_session_lifetime)
     session["at"] = int(time.time())
     session.permanent = True
     return row
+
+
+def sign_out() -> None:
+    """End this browser's session on the server, then forget the cookie's contents."""
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        token_domain.end_console_session(sid)
+    session.clear()
 
 
 def safe_next(target: str | None) -> str:
@@ -147,7 +146,7 @@ def _authenticate():
         return None
     user = _load_user()
     if user is None:
-        ended = "tid" in session
+        ended = "sid" in session
         session.clear()
         target = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("console.login", next=target, ended=1 if ended else None), 303)

@@ -8,7 +8,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models import ROLES, Environment, SdkKey, Token
+from ..models import ROLES, ConsoleSession, Environment, SdkKey, Token
 from ..models.types import utcnow
 from . import Actor, audit, unit_of_work
 from .errors import NotFound, ValidationFailed
@@ -88,6 +88,55 @@ def find_token(secret: str):
     stmt = sa.select(Token.id, Token.name, Token.role, Token.revoked_at, Token.last_used_at,
                      Token.token_hash.label("hash"))
     return _find(stmt, Token.token_hash, secret)
+
+
+# ------------------------------------------------------------------ console sessions
+
+CONSOLE_SESSION_PRUNE_AFTER = timedelta(days=1)
+
+
+def start_console_session(token_id: int, lifetime: timedelta) -> str:
+    """A new console session for the token; returns its random id (the cookie's; only its hash is stored)."""
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.add(ConsoleSession(token_id=token_id, session_hash=hash_secret(secret), created_at=now,
+                                  expires_at=now + lifetime))
+    unit_of_work.commit()
+    return secret
+
+
+def find_console_session(secret: str):
+    """The token row (id, name, role, last_used_at) of a live console session, or None.
+
+    Live: not ended (signed out), not expired, and its token not revoked. One
+    query: this runs on every console request."""
+    digest = hash_secret(secret)
+    row = db.session.execute(
+        sa.select(Token.id, Token.name, Token.role, Token.revoked_at, Token.last_used_at,
+                  ConsoleSession.session_hash.label("hash"), ConsoleSession.expires_at, ConsoleSession.ended_at)
+        .join(ConsoleSession, ConsoleSession.token_id == Token.id)
+        .where(ConsoleSession.session_hash == digest)).first()
+    if (row is None or row.revoked_at is not None or row.ended_at is not None or row.expires_at <= utcnow()
+            or not hmac.compare_digest(row.hash, digest)):
+        return None
+    return row
+
+
+def end_console_session(secret: str) -> None:
+    """Sign-out: the session is refused from now on, whoever holds a copy of its cookie."""
+    db.session.execute(sa.update(ConsoleSession)
+                       .where(ConsoleSession.session_hash == hash_secret(secret), ConsoleSession.ended_at.is_(None))
+                       .values(ended_at=utcnow()))
+    unit_of_work.commit()
+
+
+def prune_console_sessions(now) -> int:
+    """Forget sessions that ended or expired more than a day ago (the worker's housekeeping)."""
+    cutoff = now - CONSOLE_SESSION_PRUNE_AFTER
+    result = db.session.execute(sa.delete(ConsoleSession).where(
+        sa.or_(ConsoleSession.expires_at < cutoff, ConsoleSession.ended_at < cutoff)))
+    unit_of_work.commit()
+    return result.rowcount or 0
 
 
 def find_sdk_key(secret: str):

@@ -8,10 +8,10 @@ from .flag import Flag, FlagStaleNotice, FlagTargeting, FlagVersion, TargetingCh
 from .holdout import Holdout
 from .process import ChangeRequest, ChangeRequestReview, Rollout, RolloutCheck, ScheduledChange
 from .segment import Segment
-from .token import ROLES, Token
+from .token import ROLES, ConsoleSession, Token
 from .webhook import Webhook, WebhookAttempt, WebhookDelivery
 
-__all__ = ["AuditEntry", "ChangeRequest", "ChangeRequestReview", "Environment", "EvaluationBatch", "Event",
+__all__ = ["AuditEntry", "ChangeRequest", "ChangeRequestReview", "ConsoleSession", "Environment", "EvaluationBatch", "Event",
            "Experiment", "Flag", "FlagEvaluation", "FlagStaleNotice", "FlagTargeting", "FlagUsage", "FlagVersion",
            "Holdout", "Metric", "ROLES", "Rollout", "RolloutCheck", "ScheduledChange", "SdkKey", "STATUSES",
            "Segment", "TargetingChange", "Token", "Webhook", "WebhookAttempt", "WebhookDelivery"]

@@ -8,7 +8,7 @@ from ...domain import experiments as experiment_domain
 from ...domain import rollouts as rollout_domain
 from ...domain import tokens as token_domain
 from .. import bp, nav, queries
-from ..session import can, current_user, safe_next, sign_in
+from ..session import can, current_user, safe_next, sign_in, sign_out
 
 nav.register("Home", "console.home", order=0)
 
@@ -43,9 +43,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    from flask import session
-
-    session.clear()
+    sign_out()
     flash("Signed out.", "success")
     return redirect(url_for("console.login"), 303)
 

@@ -403,6 +403,7 @@ def test_a_change_request_opened_approved_and_applied_reaches_the_sdk_config(ses
     shot(author, "change-request-tablet")
     author.set_viewport_size({"width": 1280, "height": 900})
     author.get_by_role("link", name="Change requests").first.click()
+    author.wait_for_url(re.compile(r"/change-requests$"))  # loaded, its script listening, before the change
     author.get_by_label("State").select_option("applied")  # the filter form submits on change
     author.wait_for_url(re.compile(r"state=applied"))
     expect(author.get_by_role("link", name="#1")).to_be_visible()

@@ -112,6 +112,66 @@ def test_logout_clears_the_session_and_needs_csrf(console):
     assert console.get("/flags").status_code == 303
 
 
+def _session_cookie(console) -> str:
+    cookie = console.client.get_cookie("pitcrew_session")
+    assert cookie is not None
+    return cookie.value
+
+
+def test_a_copy_of_the_cookie_is_refused_after_sign_out(app, console):
+    stolen = _session_cookie(console)
+    assert console.post("/logout").status_code == 303
+    thief = Console(app.test_client())
+    thief.client.set_cookie("pitcrew_session", stolen)
+    response = thief.get("/flags")
+    assert response.status_code == 303 and "ended=1" in response.headers["Location"]
+
+
+def test_signing_out_ends_only_that_browser(app):
+    secret = token("editor", "two-browsers")
+    laptop, phone = Console(app.test_client()), Console(app.test_client())
+    laptop.login(secret)
+    phone.login(secret)
+    assert laptop.post("/logout").status_code == 303
+    assert phone.get("/flags").status_code == 200
+    assert laptop.get("/flags").status_code == 303
+
+
+def test_the_cookie_holds_a_session_id_not_the_token_and_an_expired_session_ends(app, console):
+    from flask.sessions import SecureCookieSessionInterface
+
+    from service.models import ConsoleSession
+    from service.models.types import utcnow
+
+    serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+    data = serializer.loads(_session_cookie(console))
+    row = db.session.scalar(sa.select(ConsoleSession).where(
+        ConsoleSession.session_hash == token_domain.hash_secret(data["sid"])))
+    assert row is not None and row.ended_at is None
+    assert token("editor", "erin") not in str(data)
+    row.expires_at = utcnow() - __import__("datetime").timedelta(seconds=1)
+    db.session.commit()
+    response = console.get("/flags")
+    assert response.status_code == 303 and "ended=1" in response.headers["Location"]
+
+
+def test_housekeeping_forgets_sessions_ended_or_expired_a_day_ago(app, console):
+    from datetime import timedelta
+
+    from service.models import ConsoleSession
+    from service.models.types import utcnow
+
+    assert console.post("/logout").status_code == 303
+    live = Console(app.test_client())
+    live.login(token("viewer"))
+    count = lambda: db.session.scalar(sa.select(sa.func.count()).select_from(ConsoleSession))  # noqa: E731
+    before = count()
+    assert token_domain.prune_console_sessions(utcnow()) == 0  # ended just now: kept for a day
+    assert token_domain.prune_console_sessions(utcnow() + timedelta(days=1, minutes=1)) >= 1
+    assert count() < before
+    assert live.get("/flags").status_code == 200  # a live session is never pruned before it expires
+
+
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "evil"])
 def test_sign_in_never_redirects_off_site(app, target):
     c = Console(app.test_client())
