@@ -1,4 +1,4 @@
-"""The SDK facade: :class:`Client` (SPEC section 5).
+"""The SDK facade: :class:`Client` (docs/sdk.md).
 
 Shape (after LaunchDarkly's server SDK): the client owns a data store
 (:mod:`pitcrew.store`), a data source that fills it (:mod:`pitcrew.datasource`), the

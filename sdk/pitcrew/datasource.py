@@ -170,7 +170,7 @@ class DataSource:
         except ValueError:
             payload = {}
         if isinstance(payload, dict) and isinstance(payload.get("flags"), dict):
-            # A whole ruleset pushed on the stream (SPEC phase 2).
+            # A whole ruleset pushed on the stream (docs/delivery.md, "Streams").
             self._apply(payload, data.encode(), None)
             return
         version = payload.get("version") if isinstance(payload, dict) else None

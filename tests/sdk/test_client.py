@@ -1,4 +1,4 @@
-"""SDK client API (SPEC section 5): readiness, bootstrap, typed variants, cache file,
+"""SDK client API (docs/sdk.md): readiness, bootstrap, typed variants, cache file,
 atomic swaps, close() bounds. Uses a stub of the /sdk/v1 endpoints on a loopback port;
 tests/test_sdk_integration.py runs the same client against the real service."""
 
