@@ -7,7 +7,8 @@ evaluation engine (:mod:`pitcrew.evaluation`) and an event sink
 :mod:`pitcrew.interfaces`; each network component has its own
 :class:`~pitcrew.transport.Transport`. Background threads: ``pitcrew-datasource``,
 ``pitcrew-events`` (started lazily) and its senders ``pitcrew-events-send`` (one at
-low load, up to four under load).
+low load, up to four under load), and ``pitcrew-catchup`` while a streaming client
+retries a fetch that missed an announced version (:mod:`pitcrew.datasource`).
 
 The evaluation path does no I/O and takes no lock that a background thread
 holds during I/O: it reads the current compiled ruleset from one attribute,

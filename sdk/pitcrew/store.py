@@ -49,6 +49,7 @@ class RulesetStore:
         self.checked_at: float | None = None  # last successful contact with the service
         self.ready = threading.Event()
         self._listeners: list = []
+        self._write_lock = threading.RLock()
 
     @property
     def version(self):
@@ -65,25 +66,37 @@ class RulesetStore:
         except ValueError:
             pass
 
-    def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> CompiledRuleset:
-        """Compile ``ruleset`` and swap it in. Raises InvalidRuleset; the old one then stays."""
+    def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> CompiledRuleset | None:
+        """Compile ``ruleset`` and swap it in. Raises InvalidRuleset; the old one then stays.
+
+        A ruleset from the service older (lower version) than one the service
+        already gave is not applied: None is returned and nothing changes. (Two
+        instances behind a load balancer may answer from different versions; a
+        ruleset from ``bootstrap`` or the cache file is replaced by whatever the
+        service says.) Writers are serialised; readers take no lock.
+        """
         compiled = compile_ruleset(ruleset)
-        old = self.compiled
-        # Order: auxiliary data first, the reference readers use last.
-        self.etag = etag
-        self.source = source
-        self.updated_at = time.time()
-        self.compiled = compiled
-        self.ready.set()
-        for fn in list(self._listeners):
-            try:
-                fn(old, compiled)
-            except Exception:
-                log.exception("ruleset listener failed")
+        with self._write_lock:
+            old = self.compiled
+            if (source == "service" and self.source == "service" and old is not None
+                    and compiled.version < old.version):
+                return None
+            # Order: auxiliary data first, the reference readers use last.
+            self.etag = etag
+            self.source = source
+            self.updated_at = time.time()
+            self.compiled = compiled
+            self.ready.set()
+            for fn in list(self._listeners):  # in order of the swaps
+                try:
+                    fn(old, compiled)
+                except Exception:
+                    log.exception("ruleset listener failed")
         return compiled
 
     def after_fork(self) -> None:
-        """The child keeps the ruleset; only the Event's lock is renewed."""
+        """The child keeps the ruleset; only the Event's and the writers' locks are renewed."""
+        self._write_lock = threading.RLock()
         ready = threading.Event()
         if self.compiled is not None:
             ready.set()
