@@ -104,13 +104,15 @@ class Client:
         if bootstrap is not None:
             load_into(store, bootstrap, "bootstrap")
         if cache_path:
-            cached = read_cache(cache_path)
+            # Only a file written with this URL and key: another environment's flags are
+            # worse than none (the first fetch overwrites the file).
+            cached = read_cache(cache_path, fingerprint)
             if cached is not None:
-                ruleset, etag, fp = cached
+                ruleset, etag, _ = cached
                 held = store.version
                 v = ruleset.get("version")
                 if held is None or (isinstance(v, int) and v >= held):
-                    load_into(store, ruleset, "cache", etag if fp == fingerprint else None)
+                    load_into(store, ruleset, "cache", etag)
 
         if events:
             url, timeout = self._url, self._timeout

@@ -130,8 +130,14 @@ def write_cache(path: str, body: bytes, etag: str | None, fingerprint: str) -> N
         raise
 
 
-def read_cache(path: str) -> tuple[dict, str | None, str | None] | None:
-    """``(ruleset, etag, fingerprint)`` from a cache file, or None when absent or unreadable."""
+def read_cache(path: str, fingerprint: str | None = None) -> tuple[dict, str | None, str | None] | None:
+    """``(ruleset, etag, fingerprint)`` from a cache file, or None when absent or unusable.
+
+    A file of another format, or without a fingerprint, is refused; with
+    ``fingerprint`` (see :func:`key_fingerprint`), so is a file written for
+    another service URL or SDK key, i.e. another environment's flags. Each
+    refusal is logged at WARNING level, naming the file but never the key.
+    """
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read())
@@ -143,13 +149,16 @@ def read_cache(path: str) -> tuple[dict, str | None, str | None] | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("ruleset"), dict):
         log.warning("ignoring cache file %s: unexpected content", path)
         return None
+    if doc.get("format") != CACHE_FORMAT or not isinstance(doc.get("fingerprint"), str):
+        log.warning("ignoring cache file %s: written by another version of the SDK; "
+                    "the first ruleset fetched replaces it", path)
+        return None
+    if fingerprint is not None and doc["fingerprint"] != fingerprint:
+        log.warning("ignoring cache file %s: it holds the flags of another service URL or SDK key; "
+                    "the first ruleset fetched replaces it", path)
+        return None
     etag = doc.get("etag")
-    fingerprint = doc.get("fingerprint")
-    return (
-        doc["ruleset"],
-        etag if isinstance(etag, str) else None,
-        fingerprint if isinstance(fingerprint, str) else None,
-    )
+    return doc["ruleset"], etag if isinstance(etag, str) else None, doc["fingerprint"]
 
 
 def load_into(store: RulesetStore, ruleset, source: str, etag: str | None = None) -> bool:
