@@ -1,4 +1,4 @@
-"""The SDK facade: :class:`Client` (SPEC section 5).
+"""The SDK facade: :class:`Client` (docs/sdk.md).
 
 Shape (after LaunchDarkly's server SDK): the client owns a data store
 (:mod:`pitcrew.store`), a data source that fills it (:mod:`pitcrew.datasource`), the
@@ -7,7 +7,8 @@ evaluation engine (:mod:`pitcrew.evaluation`) and an event sink
 :mod:`pitcrew.interfaces`; each network component has its own
 :class:`~pitcrew.transport.Transport`. Background threads: ``pitcrew-datasource``,
 ``pitcrew-events`` (started lazily) and its senders ``pitcrew-events-send`` (one at
-low load, up to four under load).
+low load, up to four under load), and ``pitcrew-catchup`` while a streaming client
+retries a fetch that missed an announced version (:mod:`pitcrew.datasource`).
 
 The evaluation path does no I/O and takes no lock that a background thread
 holds during I/O: it reads the current compiled ruleset from one attribute,
@@ -103,13 +104,15 @@ class Client:
         if bootstrap is not None:
             load_into(store, bootstrap, "bootstrap")
         if cache_path:
-            cached = read_cache(cache_path)
+            # Only a file written with this URL and key: another environment's flags are
+            # worse than none (the first fetch overwrites the file).
+            cached = read_cache(cache_path, fingerprint)
             if cached is not None:
-                ruleset, etag, fp = cached
+                ruleset, etag, _ = cached
                 held = store.version
                 v = ruleset.get("version")
                 if held is None or (isinstance(v, int) and v >= held):
-                    load_into(store, ruleset, "cache", etag if fp == fingerprint else None)
+                    load_into(store, ruleset, "cache", etag)
 
         if events:
             url, timeout = self._url, self._timeout

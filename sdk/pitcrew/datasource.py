@@ -14,6 +14,15 @@ One daemon thread per client:
   polls on each attempt, so a service or proxy without streaming degrades to
   polling at ``min(poll_interval, STREAM_RETRY_MAX)``.
 
+  Behind a load balancer the fetch an event triggers may reach an instance
+  that has not learned the announced version yet (a 304, or an older
+  ruleset). The fetch is then retried by a short-lived second thread,
+  ``pitcrew-catchup``, with its own connection and jittered backoff from
+  ``CATCHUP_RETRY_BASE`` for at most ``CATCHUP_BUDGET`` seconds, until the
+  announced version is held; a later event raises the target of the running
+  retries rather than starting more. Past the budget the regular poll takes
+  over.
+
 A fetched ruleset is compiled first and then swapped in (see :mod:`pitcrew.store`);
 an invalid one is logged and ignored. Failures never clear the ruleset held,
 and with ``cache_path`` every new ruleset is written to disk atomically.
@@ -40,6 +49,9 @@ STREAM_READ_TIMEOUT = 45.0  # > 2 x the service's 15 s keep-alive
 STREAM_RETRY_BASE = 0.5
 STREAM_RETRY_MAX = 30.0
 INITIAL_RETRY_BASE = 1.0
+CATCHUP_RETRY_BASE = 0.1  # first retry of a refetch that missed the announced version
+CATCHUP_RETRY_MAX = 1.6
+CATCHUP_BUDGET = 5.0  # seconds of retries per announced version, then the poll takes over
 
 
 class DataSource:
@@ -61,6 +73,13 @@ class DataSource:
         self.state = "initializing"
         self.last_error: str | None = None
         self.stream_connected = False
+        # Catch-up retries after a refetch that missed a version the stream announced.
+        self._catchup_lock = threading.Lock()
+        self._catchup_target: int | None = None  # newest announced version not yet held
+        self._catchup_deadline = 0.0
+        self._catchup_thread: threading.Thread | None = None
+        self._catchup_transport: Transport | None = None
+        self._apply_lock = threading.Lock()  # a swap and its cache write, one thread at a time
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,18 +95,33 @@ class DataSource:
         self._stop.set()
         self.state = "closed"
         self._transport.abort()  # unblocks a read on the stream or a slow fetch
+        catchup_transport = self._catchup_transport
+        if catchup_transport is not None:
+            catchup_transport.abort()
+        deadline = time.monotonic() + max(timeout, 0)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(timeout, 0))
         if thread is None or not thread.is_alive():
             self._transport.close()
+        catchup = self._catchup_thread
+        if catchup is not None and catchup is not threading.current_thread():
+            catchup.join(max(deadline - time.monotonic(), 0))
+        if catchup_transport is not None and (catchup is None or not catchup.is_alive()):
+            catchup_transport.close()
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's thread and sockets, start afresh."""
         self._transport.forget()
+        if self._catchup_transport is not None:
+            self._catchup_transport.forget()
         self._start_lock = threading.Lock()
         self._thread = None
         self.stream_connected = False
+        self._catchup_lock = threading.Lock()
+        self._apply_lock = threading.Lock()
+        self._catchup_thread = None
+        self._catchup_target = None
         if not self._stop.is_set():
             self._stop = threading.Event()
             self.start()
@@ -170,23 +204,85 @@ class DataSource:
         except ValueError:
             payload = {}
         if isinstance(payload, dict) and isinstance(payload.get("flags"), dict):
-            # A whole ruleset pushed on the stream (SPEC phase 2).
+            # A whole ruleset pushed on the stream (docs/delivery.md, "Streams").
             self._apply(payload, data.encode(), None)
             return
         version = payload.get("version") if isinstance(payload, dict) else None
         if version is not None and version == self._store.version and self._store.source == "service":
             return
         self.poll_once()
+        if isinstance(version, int) and not isinstance(version, bool) and self._behind(version):
+            self._catch_up(version)
+
+    # ------------------------------------------------------------------ catching up
+
+    def _behind(self, version: int) -> bool:
+        held = self._store.version
+        return held is None or held < version
+
+    def _catch_up(self, version: int) -> None:
+        """The refetch after an event announcing ``version`` did not deliver it (another
+        instance, not yet updated, answered): retry in the background, briefly."""
+        with self._catchup_lock:
+            if self._stop.is_set():
+                return
+            if self._catchup_target is None or version > self._catchup_target:
+                self._catchup_target = version
+                self._catchup_deadline = time.monotonic() + CATCHUP_BUDGET
+            if self._catchup_thread is not None:
+                return  # the running retries now aim at the newest version announced
+            if self._catchup_transport is None:
+                self._catchup_transport = self._transport.clone()
+            self._catchup_thread = threading.Thread(target=self._run_catchup, name="pitcrew-catchup",
+                                                    daemon=True)
+            self._catchup_thread.start()
+
+    def _run_catchup(self) -> None:
+        attempt = 0
+        target = None
+        try:
+            while True:
+                with self._catchup_lock:
+                    if target != self._catchup_target:
+                        target, attempt = self._catchup_target, 0  # a newer announcement
+                    now = time.monotonic()
+                    if self._stop.is_set() or target is None or not self._behind(target):
+                        done = True
+                    elif now >= self._catchup_deadline:
+                        self._log_once("catchup", logging.INFO,
+                                       "the stream announced version %s but the service answered "
+                                       "with version %s for %.0f s (an instance behind a load "
+                                       "balancer not yet updated?); the next poll will catch up",
+                                       target, self._store.version, CATCHUP_BUDGET)
+                        done = True
+                    else:
+                        done = False
+                        attempt += 1
+                        delay = min(backoff_delay(attempt, CATCHUP_RETRY_BASE, CATCHUP_RETRY_MAX),
+                                    self._catchup_deadline - now)
+                    if done:
+                        self._catchup_target = None
+                        self._catchup_thread = None
+                        return
+                if not self._stop.wait(delay):
+                    self.poll_once(self._catchup_transport)
+        except Exception:
+            log.exception("catch-up retries stopped after an unexpected error")
+            with self._catchup_lock:
+                self._catchup_target = None
+                self._catchup_thread = None
 
     # ------------------------------------------------------------------ fetching
 
-    def poll_once(self) -> bool:
-        """One ``GET /sdk/v1/config``; True when the service answered 200 or 304."""
+    def poll_once(self, transport: Transport | None = None) -> bool:
+        """One ``GET /sdk/v1/config``; True when the service answered 200 or 304.
+
+        ``transport``: the calling thread's, when not the data source thread's own."""
         headers = {}
         if self._store.etag and self._store.compiled is not None:
             headers["If-None-Match"] = self._store.etag
         try:
-            resp = self._transport.request("GET", CONFIG_PATH, headers=headers)
+            resp = (transport or self._transport).request("GET", CONFIG_PATH, headers=headers)
         except TransportError as exc:
             self._note_failure(f"service unreachable: {exc}")
             return False
@@ -206,18 +302,23 @@ class DataSource:
         return self._apply(ruleset, resp.body, resp.header("etag"))
 
     def _apply(self, ruleset, body: bytes, etag: str | None) -> bool:
-        try:
-            self._store.apply(ruleset, source="service", etag=etag)
-        except InvalidRuleset as exc:
-            self._note_failure(f"invalid ruleset from the service: {exc}")
-            return False
-        self._succeeded()
-        if self._cache_path:
+        with self._apply_lock:  # so the cache file ends with the newest ruleset applied
             try:
-                write_cache(self._cache_path, body, etag, self._fingerprint)
-            except Exception as exc:
-                self._log_once("cache-write", logging.WARNING,
-                               "could not write cache file %s: %s", self._cache_path, exc)
+                applied = self._store.apply(ruleset, source="service", etag=etag)
+            except InvalidRuleset as exc:
+                self._note_failure(f"invalid ruleset from the service: {exc}")
+                return False
+            self._succeeded()
+            if applied is None:
+                log.debug("ignoring ruleset version %s from the service: version %s is held",
+                          ruleset.get("version"), self._store.version)
+                return True
+            if self._cache_path:
+                try:
+                    write_cache(self._cache_path, body, etag, self._fingerprint)
+                except Exception as exc:
+                    self._log_once("cache-write", logging.WARNING,
+                                   "could not write cache file %s: %s", self._cache_path, exc)
         return True
 
     # ------------------------------------------------------------------ status and logging

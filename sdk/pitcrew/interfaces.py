@@ -32,7 +32,9 @@ class DataStore(Protocol):
     def version(self) -> int | None: ...
 
     def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> Any:
-        """Compile ``ruleset`` and swap it in; raises InvalidRuleset and keeps the old one."""
+        """Compile ``ruleset`` and swap it in; raises InvalidRuleset and keeps the old one.
+        Returns None (and keeps the old one) for a service ruleset older than the service's
+        ruleset held."""
 
     def add_listener(self, fn) -> None: ...
 

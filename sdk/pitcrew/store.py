@@ -49,6 +49,7 @@ class RulesetStore:
         self.checked_at: float | None = None  # last successful contact with the service
         self.ready = threading.Event()
         self._listeners: list = []
+        self._write_lock = threading.RLock()
 
     @property
     def version(self):
@@ -65,25 +66,37 @@ class RulesetStore:
         except ValueError:
             pass
 
-    def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> CompiledRuleset:
-        """Compile ``ruleset`` and swap it in. Raises InvalidRuleset; the old one then stays."""
+    def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> CompiledRuleset | None:
+        """Compile ``ruleset`` and swap it in. Raises InvalidRuleset; the old one then stays.
+
+        A ruleset from the service older (lower version) than one the service
+        already gave is not applied: None is returned and nothing changes. (Two
+        instances behind a load balancer may answer from different versions; a
+        ruleset from ``bootstrap`` or the cache file is replaced by whatever the
+        service says.) Writers are serialised; readers take no lock.
+        """
         compiled = compile_ruleset(ruleset)
-        old = self.compiled
-        # Order: auxiliary data first, the reference readers use last.
-        self.etag = etag
-        self.source = source
-        self.updated_at = time.time()
-        self.compiled = compiled
-        self.ready.set()
-        for fn in list(self._listeners):
-            try:
-                fn(old, compiled)
-            except Exception:
-                log.exception("ruleset listener failed")
+        with self._write_lock:
+            old = self.compiled
+            if (source == "service" and self.source == "service" and old is not None
+                    and compiled.version < old.version):
+                return None
+            # Order: auxiliary data first, the reference readers use last.
+            self.etag = etag
+            self.source = source
+            self.updated_at = time.time()
+            self.compiled = compiled
+            self.ready.set()
+            for fn in list(self._listeners):  # in order of the swaps
+                try:
+                    fn(old, compiled)
+                except Exception:
+                    log.exception("ruleset listener failed")
         return compiled
 
     def after_fork(self) -> None:
-        """The child keeps the ruleset; only the Event's lock is renewed."""
+        """The child keeps the ruleset; only the Event's and the writers' locks are renewed."""
+        self._write_lock = threading.RLock()
         ready = threading.Event()
         if self.compiled is not None:
             ready.set()
@@ -117,8 +130,14 @@ def write_cache(path: str, body: bytes, etag: str | None, fingerprint: str) -> N
         raise
 
 
-def read_cache(path: str) -> tuple[dict, str | None, str | None] | None:
-    """``(ruleset, etag, fingerprint)`` from a cache file, or None when absent or unreadable."""
+def read_cache(path: str, fingerprint: str | None = None) -> tuple[dict, str | None, str | None] | None:
+    """``(ruleset, etag, fingerprint)`` from a cache file, or None when absent or unusable.
+
+    A file of another format, or without a fingerprint, is refused; with
+    ``fingerprint`` (see :func:`key_fingerprint`), so is a file written for
+    another service URL or SDK key, i.e. another environment's flags. Each
+    refusal is logged at WARNING level, naming the file but never the key.
+    """
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read())
@@ -130,13 +149,16 @@ def read_cache(path: str) -> tuple[dict, str | None, str | None] | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("ruleset"), dict):
         log.warning("ignoring cache file %s: unexpected content", path)
         return None
+    if doc.get("format") != CACHE_FORMAT or not isinstance(doc.get("fingerprint"), str):
+        log.warning("ignoring cache file %s: written by another version of the SDK; "
+                    "the first ruleset fetched replaces it", path)
+        return None
+    if fingerprint is not None and doc["fingerprint"] != fingerprint:
+        log.warning("ignoring cache file %s: it holds the flags of another service URL or SDK key; "
+                    "the first ruleset fetched replaces it", path)
+        return None
     etag = doc.get("etag")
-    fingerprint = doc.get("fingerprint")
-    return (
-        doc["ruleset"],
-        etag if isinstance(etag, str) else None,
-        fingerprint if isinstance(fingerprint, str) else None,
-    )
+    return doc["ruleset"], etag if isinstance(etag, str) else None, doc["fingerprint"]
 
 
 def load_into(store: RulesetStore, ruleset, source: str, etag: str | None = None) -> bool:

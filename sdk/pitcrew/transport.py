@@ -116,6 +116,15 @@ class Transport:
         self._stream_conn: http.client.HTTPConnection | None = None
         self._stream_sock = None  # http.client lets go of it once the response owns the socket
 
+    def clone(self) -> Transport:
+        """A transport to the same service with the same key and timeout and connections
+        of its own, for another thread."""
+        twin = object.__new__(Transport)
+        twin.scheme, twin.host, twin.port = self.scheme, self.host, self.port
+        twin.base_path, twin.timeout, twin._auth = self.base_path, self.timeout, self._auth
+        twin._conn = twin._stream_conn = twin._stream_sock = None
+        return twin
+
     # ------------------------------------------------------------------ plumbing
 
     def _new_connection(self, timeout: float) -> http.client.HTTPConnection:

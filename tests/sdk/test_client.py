@@ -1,4 +1,4 @@
-"""SDK client API (SPEC section 5): readiness, bootstrap, typed variants, cache file,
+"""SDK client API (docs/sdk.md): readiness, bootstrap, typed variants, cache file,
 atomic swaps, close() bounds. Uses a stub of the /sdk/v1 endpoints on a loopback port;
 tests/test_sdk_integration.py runs the same client against the real service."""
 
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pitcrew import Client, EvaluationResult, Reason
-from pitcrew.store import read_cache
+from pitcrew.store import key_fingerprint, read_cache, write_cache
 from tests.sdk.support import (
     StubService,
     bool_flag,
@@ -207,13 +207,77 @@ def test_corrupt_cache_file_is_ignored(tmp_path, caplog):
         client.close()
 
 
-def test_cache_newer_than_bootstrap_wins(tmp_path):
-    from pitcrew.store import write_cache
+def test_cache_of_another_service_or_key_is_not_loaded(stub, tmp_path, caplog):
+    """A cache file written with another URL or key holds another environment's flags: it is
+    not served, not even while the service is unreachable; with the same URL and key it is."""
+    path = str(tmp_path / "ruleset.json")
+    with stub_client(stub, cache_path=path, events=False) as writer:
+        assert writer.wait_until_ready(3)
+        assert wait_for(lambda: os.path.exists(path))
+    stub.stop()  # its port is closed now: nothing answers
+    other_key, other_url = "pc_sdk_staging_secret", unreachable_url()
+    for url, key in ((stub.url, other_key), (other_url, stub.sdk_key)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pitcrew"):
+            client = Client(url, key, cache_path=path, events=False, poll_interval=300)
+        try:
+            assert not client.is_ready()
+            detail = client.variation_detail("f", {"id": "u"}, "default")
+            assert (detail.value, detail.reason) == ("default", Reason.CLIENT_NOT_READY)
+            assert client.status()["source"] is None
+        finally:
+            client.close()
+        refused = [r for r in caplog.records if "another service URL or SDK key" in r.getMessage()]
+        assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+        assert path in refused[0].getMessage()
+        assert other_key not in caplog.text and stub.sdk_key not in caplog.text
+    # the same URL and key: served from the file while the service is down
+    client = Client(stub.url, stub.sdk_key, cache_path=path, events=False, poll_interval=300)
+    try:
+        assert client.is_ready() and client.status()["source"] == "cache"
+        assert client.variation("f", {"id": "u"}, False) is True
+    finally:
+        client.close()
 
+
+def test_refused_cache_file_is_replaced_by_the_first_fetch(stub, tmp_path):
+    path = str(tmp_path / "ruleset.json")
+    other = ruleset([bool_flag("f", enabled=False)], version=40, environment="staging")
+    write_cache(path, json.dumps(other).encode(), '"40"', key_fingerprint(stub.url, "pc_sdk_other"))
+    with stub_client(stub, cache_path=path, events=False) as client:
+        assert client.wait_until_ready(3)
+        assert wait_for(lambda: read_cache(path, key_fingerprint(stub.url, stub.sdk_key)) is not None)
+        assert client.status()["version"] == 1 and client.status()["environment"] == "production"
+    assert read_cache(path)[0]["version"] == 1
+
+
+@pytest.mark.parametrize("header", [
+    {"format": 1, "etag": '"3"'},  # no fingerprint
+    {"format": 0, "etag": '"3"', "fingerprint": "FP"},  # another format
+    {"etag": '"3"', "fingerprint": "FP"},  # no format
+])
+def test_cache_file_of_another_format_or_without_fingerprint_is_refused(tmp_path, caplog, header):
+    url = unreachable_url()
+    path = tmp_path / "ruleset.json"
+    doc = dict(header, ruleset=ruleset([bool_flag("f")], version=3))
+    if doc.get("fingerprint") == "FP":
+        doc["fingerprint"] = key_fingerprint(url, "k")
+    path.write_text(json.dumps(doc))
+    with caplog.at_level(logging.WARNING, logger="pitcrew"):
+        client = Client(url, "k", cache_path=str(path), events=False, poll_interval=300)
+    try:
+        assert not client.is_ready()
+        assert f"ignoring cache file {path}" in caplog.text
+    finally:
+        client.close()
+
+
+def test_cache_newer_than_bootstrap_wins(tmp_path):
     path = str(tmp_path / "c.json")
+    url = unreachable_url()
     write_cache(path, json.dumps(ruleset([bool_flag("f", off="off", enabled=False)], version=9)).encode(),
-                '"9"', "x")
-    client = Client(unreachable_url(), "k", cache_path=path, events=False,
+                '"9"', key_fingerprint(url, "k"))
+    client = Client(url, "k", cache_path=path, events=False,
                     bootstrap=ruleset([bool_flag("f")], version=3))
     try:
         assert client.status()["version"] == 9

@@ -4,12 +4,16 @@ rulesets; keep-alive, timeouts, backoff and Retry-After helpers. The named integ
 scenarios against the real service are in tests/test_sdk_integration.py."""
 
 import email.utils
+import json
 import logging
+import threading
 import time
 
 import pytest
 
+from pitcrew import datasource
 from pitcrew.datasource import _sse_events
+from pitcrew.store import RulesetStore
 from pitcrew.transport import (
     Transport,
     TransportError,
@@ -149,6 +153,118 @@ def test_close_stops_a_streaming_client_promptly(stub):
     client.close(2)
     assert time.monotonic() - start < 0.5
     assert not client._datasource.alive
+
+
+# --------------------------------------------------------------------------- stale instances
+
+
+def stale(version):
+    """A config answer from an instance (behind a load balancer) that holds ``version``."""
+    body = json.dumps(ruleset([bool_flag("f")], version=version)).encode()
+    return (200, {"ETag": f'"{version}"', "Content-Type": "application/json"}, body)
+
+
+NOT_MODIFIED = (304, {"ETag": '"2"'}, b"")
+
+
+def catchup_threads():
+    return [t for t in threading.enumerate() if t.name == "pitcrew-catchup" and t.is_alive()]
+
+
+@pytest.fixture
+def stub2():
+    with StubService(ruleset([bool_flag("f")], version=2)) as s:
+        yield s
+
+
+def streaming_client(stub):
+    client = stub_client(stub, stream=True, poll_interval=300, events=False)
+    assert client.wait_until_ready(3) and client.status()["version"] == 2
+    assert wait_for(lambda: client.status()["stream_connected"], 2)
+    return client
+
+
+def test_announced_version_is_refetched_past_stale_instances(stub2):
+    """The stream announces 3; the refetch meets an instance still on 2 (304), the first retry
+    one on 1 (older than held: not applied); the next reaches the version announced, long
+    before the 300 s poll."""
+    client = streaming_client(stub2)
+    seen = []
+    client.add_listener(lambda old, new: seen.append(new.version))
+    try:
+        stub2.config_script.extend([NOT_MODIFIED, stale(1)])
+        stub2.bump()
+        assert wait_for(lambda: client.status()["version"] == 3, 4)
+        assert not stub2.config_script
+        assert seen == [3]  # never went back to 1
+        assert client.status()["state"] == "valid"
+    finally:
+        client.close()
+
+
+def test_retries_aim_at_the_newest_announced_version_from_one_thread(stub2):
+    client = streaming_client(stub2)
+    try:
+        stub2.config_script.extend([NOT_MODIFIED] * 4)
+        stub2.bump()
+        assert wait_for(lambda: catchup_threads() or client.status()["version"] == 3, 3)
+        stub2.bump()  # announced while the retries for 3 run: they now aim at 4
+        most = 0
+        deadline = time.monotonic() + 4
+        while client.status()["version"] != 4 and time.monotonic() < deadline:
+            most = max(most, len(catchup_threads()))
+            time.sleep(0.005)
+        assert client.status()["version"] == 4
+        assert most <= 1
+        assert wait_for(lambda: not catchup_threads(), 3)  # done once the target is held
+    finally:
+        client.close()
+
+
+def test_retries_give_up_quietly_and_leave_it_to_the_poll(stub2, caplog, monkeypatch):
+    monkeypatch.setattr(datasource, "CATCHUP_BUDGET", 0.5)
+    client = streaming_client(stub2)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="pitcrew"):
+            stub2.config_script.extend([NOT_MODIFIED] * 1000)
+            stub2.bump()
+            assert wait_for(lambda: len(stub2.config_script) <= 997, 3)  # retried
+            assert wait_for(lambda: not catchup_threads(), 3)  # and stopped
+        retried = 1000 - len(stub2.config_script)
+        time.sleep(0.3)
+        assert 1000 - len(stub2.config_script) == retried  # no more requests
+        gave_up = [r for r in caplog.records if "announced version 3" in r.getMessage()]
+        assert len(gave_up) == 1 and gave_up[0].levelno == logging.INFO
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert client.status()["version"] == 2 and client.status()["state"] == "valid"
+    finally:
+        client.close()
+
+
+def test_close_stops_the_retries(stub2):
+    client = streaming_client(stub2)
+    stub2.config_script.extend([NOT_MODIFIED] * 1000)
+    stub2.bump()
+    assert wait_for(lambda: catchup_threads() and len(stub2.config_script) <= 998, 3)
+    client.close(2)
+    assert not catchup_threads()
+    asked = stub2.config_requests
+    time.sleep(0.5)
+    assert stub2.config_requests == asked
+    assert client.status()["version"] == 2
+
+
+def test_store_keeps_a_service_ruleset_newer_than_the_one_offered():
+    store = RulesetStore()
+    assert store.apply(ruleset(version=5), source="service", etag='"5"') is not None
+    assert store.apply(ruleset(version=4), source="service", etag='"4"') is None
+    assert store.version == 5 and store.etag == '"5"'
+    assert store.apply(ruleset(version=5), source="service", etag='"5b"') is not None
+    # a bootstrap or cache ruleset is replaced by whatever the service answers
+    boot = RulesetStore()
+    boot.apply(ruleset(version=9), source="bootstrap")
+    assert boot.apply(ruleset(version=3), source="service") is not None
+    assert boot.version == 3
 
 
 # --------------------------------------------------------------------------- transport
