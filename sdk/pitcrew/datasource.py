@@ -288,8 +288,7 @@ class DataSource:
             return False
         if resp.status == 304:
             self._succeeded()
-            if self._store.source != "service":
-                self._store.source = "service"  # the cached ruleset is the current one
+            self._store.confirm()
             return True
         if resp.status != 200:
             self._note_failure(f"GET {CONFIG_PATH}: HTTP {resp.status}", status=resp.status)

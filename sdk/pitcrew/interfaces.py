@@ -34,7 +34,10 @@ class DataStore(Protocol):
     def apply(self, ruleset: dict, *, source: str, etag: str | None = None) -> Any:
         """Compile ``ruleset`` and swap it in; raises InvalidRuleset and keeps the old one.
         Returns None (and keeps the old one) for a service ruleset older than the service's
-        ruleset held."""
+        ruleset held, unless the service has offered only older ones for a while."""
+
+    def confirm(self) -> None:
+        """The service answered that the ruleset held is its current one (a 304)."""
 
     def add_listener(self, fn) -> None: ...
 

@@ -27,6 +27,9 @@ log = logging.getLogger("pitcrew")
 __all__ = ["RulesetStore", "read_cache", "write_cache"]
 
 CACHE_FORMAT = 1
+# Seconds during which the service may offer only older rulesets than the one held
+# (an instance behind a load balancer not yet updated) before they are believed.
+DOWNGRADE_AFTER = 60.0
 
 
 def key_fingerprint(url: str, sdk_key: str) -> str:
@@ -50,6 +53,7 @@ class RulesetStore:
         self.ready = threading.Event()
         self._listeners: list = []
         self._write_lock = threading.RLock()
+        self._older_since: float | None = None  # monotonic time since which only older rulesets came
 
     @property
     def version(self):
@@ -73,14 +77,25 @@ class RulesetStore:
         already gave is not applied: None is returned and nothing changes. (Two
         instances behind a load balancer may answer from different versions; a
         ruleset from ``bootstrap`` or the cache file is replaced by whatever the
-        service says.) Writers are serialised; readers take no lock.
+        service says.) Only while that lasts, though: when every ruleset the
+        service offered for ``DOWNGRADE_AFTER`` seconds was older, the service
+        really went back (its database was restored) and the older one is
+        applied. Writers are serialised; readers take no lock.
         """
         compiled = compile_ruleset(ruleset)
         with self._write_lock:
             old = self.compiled
             if (source == "service" and self.source == "service" and old is not None
                     and compiled.version < old.version):
-                return None
+                now = time.monotonic()
+                if self._older_since is None:
+                    self._older_since = now
+                if now - self._older_since < DOWNGRADE_AFTER:
+                    return None
+                log.warning("the service has served version %s, older than version %s held, for %.0f s; "
+                            "applying it (its database was restored?)", compiled.version, old.version,
+                            now - self._older_since)
+            self._older_since = None
             # Order: auxiliary data first, the reference readers use last.
             self.etag = etag
             self.source = source
@@ -93,6 +108,12 @@ class RulesetStore:
                 except Exception:
                     log.exception("ruleset listener failed")
         return compiled
+
+    def confirm(self) -> None:
+        with self._write_lock:
+            self._older_since = None  # an instance serving the held version: not a restored service
+            if self.compiled is not None and self.source != "service":
+                self.source = "service"  # the cached ruleset is the current one
 
     def after_fork(self) -> None:
         """The child keeps the ruleset; only the Event's and the writers' locks are renewed."""

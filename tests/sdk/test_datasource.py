@@ -267,6 +267,31 @@ def test_store_keeps_a_service_ruleset_newer_than_the_one_offered():
     assert boot.version == 3
 
 
+def test_a_service_that_only_offers_older_rulesets_for_a_while_is_believed(monkeypatch):
+    """A restored database really went back: the client must not stay ahead of it forever."""
+    from pitcrew import store as store_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    store = RulesetStore()
+    store.apply(ruleset(version=5), source="service", etag='"5"')
+    assert store.apply(ruleset(version=4), source="service") is None
+    clock[0] += store_module.DOWNGRADE_AFTER - 1
+    assert store.apply(ruleset(version=4), source="service") is None  # still within the grace
+    clock[0] += 2
+    assert store.apply(ruleset(version=4), source="service") is not None
+    assert store.version == 4
+    # An instance confirming the held version (a 304) restarts the grace: a stale peer
+    # behind the same load balancer never drags the client back.
+    store.apply(ruleset(version=6), source="service")
+    assert store.apply(ruleset(version=4), source="service") is None
+    clock[0] += store_module.DOWNGRADE_AFTER - 1
+    store.confirm()
+    clock[0] += 2
+    assert store.apply(ruleset(version=4), source="service") is None
+    assert store.version == 6
+
+
 # --------------------------------------------------------------------------- transport
 
 
