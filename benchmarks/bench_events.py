@@ -24,6 +24,11 @@ gunicorn with the production config on a free 127.0.0.1 port. In one run:
    tell "the service is the bottleneck" from "the SDK is".
 
 Rows in the database are counted for every run (a 202 means committed).
+
+``--pin``: gunicorn runs on CPU 1 only, this script and every client, SDK
+and sink process on CPU 0 only (PostgreSQL is not pinned), so the SDK
+process does not take the service's CPU, as on separate machines; without
+it everything shares every CPU.
 Everything runs on 127.0.0.1 and is bounded in time.
 """
 
@@ -148,11 +153,12 @@ def count_rows(url: str, event: str) -> int:
 def service_rate(port, key, clients, seconds) -> float:
     bodies = max(5, int(120_000 * seconds / 1000 / clients) + 1)
     out = mp.Queue()
-    start_at = time.time() + 3 + bodies * 1000 / 60_000
-    procs = [mp.Process(target=raw_client, args=(i, port, key, 1000, bodies, start_at, seconds, out))
+    barrier = mp.Barrier(clients + 1)  # the clock starts once every client has built its bodies
+    procs = [mp.Process(target=raw_client, args=(i, port, key, 1000, bodies, None, seconds, out, barrier))
              for i in range(clients)]
     for p in procs:
         p.start()
+    barrier.wait(timeout=600)
     results = [out.get(timeout=seconds + 180) for _ in procs]
     for p in procs:
         p.join()
@@ -165,12 +171,21 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "16")))
+    parser.add_argument("--pin", action="store_true",
+                        help="gunicorn on CPU 1, clients and the SDK on CPU 0 (as on separate machines)")
     args = parser.parse_args()
+    server_cpus = None
+    if args.pin:
+        if len(os.sched_getaffinity(0)) < 2:
+            parser.error("--pin needs two CPUs")
+        first, second = sorted(os.sched_getaffinity(0))[:2]
+        server_cpus = {second}
+        os.sched_setaffinity(0, {first})  # inherited by every process started below
     url = os.environ.get("BENCH_EVENTS_DATABASE_URL", DEFAULT_DB)
     started = time.perf_counter()
     key = prepare_database(url)
     port = free_port()
-    server = start_server(url, port, args.workers, args.threads)
+    server = start_server(url, port, args.workers, args.threads, server_cpus)
     base = f"http://127.0.0.1:{port}"
     spawn = mp.get_context("spawn")
     spool_dir = tempfile.mkdtemp(prefix="pitcrew-spool-")
@@ -215,9 +230,10 @@ def main() -> None:
         server.wait(15)
         shutil.rmtree(spool_dir, ignore_errors=True)
 
-    print(f"\n`python benchmarks/bench_events.py --seconds {args.seconds:g}` on {platform.node()} "
-          f"({os.cpu_count()} CPUs, Python {platform.python_version()}); PostgreSQL; gunicorn gthread "
-          f"{args.workers} workers x {args.threads} threads; finished in "
+    print(f"\n`python benchmarks/bench_events.py --seconds {args.seconds:g}{' --pin' if args.pin else ''}` on {platform.node()} "
+          f"({os.cpu_count()} CPUs, Python {platform.python_version()}); PostgreSQL; gunicorn (asyncio "
+          f"workers, Flask in a thread pool) {args.workers} workers x {args.threads} threads"
+          f"{'; gunicorn pinned to one CPU, clients and SDK to the other' if args.pin else ''}; finished in "
           f"{time.perf_counter() - started:.0f} s\n")
     print(f"Service's own ingestion rate, {args.clients} client processes posting batches of 1000: "
           f"**{svc:,.0f} events/s**\n")

@@ -82,13 +82,15 @@ def prepare_database(url: str) -> str:
     return key
 
 
-def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.Popen:
+def start_server(url: str, port: int, workers: int, threads: int, cpus: set | None = None) -> subprocess.Popen:
+    """gunicorn with the production config; ``cpus``: the CPUs it (and its workers) may run on."""
     env = dict(os.environ, DATABASE_URL=url, PORT=str(port), WEB_CONCURRENCY=str(workers),
                GUNICORN_THREADS=str(threads), LOG_LEVEL="WARNING", TOKEN_TOUCH_INTERVAL="60")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf", "service:create_app()"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -119,8 +121,13 @@ def make_body(batch: int, seed: int, counter: int) -> bytes:
     return json.dumps({"events": events}).encode()
 
 
-def client(index, port, key, batch, bodies, start_at, seconds, out):
+def client(index, port, key, batch, bodies, start_at, seconds, out, barrier=None):
+    """Post pre-built batches from ``start_at`` for ``seconds``; with ``barrier`` (shared with the
+    other clients and the parent) start 0.2 s after every client has built its bodies instead."""
     payloads = [make_body(batch, index, c) for c in range(bodies)]
+    if barrier is not None:
+        barrier.wait()
+        start_at = time.time() + 0.2
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     while time.time() < start_at:

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Scripts run more than once, with these arguments each time (default: once, none).
+RUNS = {"bench_events.py": [[], ["--pin"]]}
 
 
 def main() -> int:
@@ -20,9 +22,10 @@ def main() -> int:
     for script in scripts:
         if only and script.stem not in only and script.name not in only:
             continue
-        print(f"\n## {script.name}\n", flush=True)
-        if subprocess.run([sys.executable, str(script)], cwd=HERE.parent).returncode != 0:
-            failed.append(script.name)
+        for args in RUNS.get(script.name, [[]]):
+            print(f"\n## {' '.join([script.name, *args])}\n", flush=True)
+            if subprocess.run([sys.executable, str(script), *args], cwd=HERE.parent).returncode != 0:
+                failed.append(" ".join([script.name, *args]))
     if failed:
         print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
