@@ -502,7 +502,7 @@ class Edge:
             counts = self.evaluations
             for name, tally in list(counts.tallies.items()):
                 counts.take(tally)
-                while (batch := counts.next_batch(tally)) is not None:
+                while (batch := await counts.next_batch(tally)) is not None:
                     if not await self._send_evaluations(tally, batch):
                         break
                 if name not in self.environments and counts.tallies.get(name) is tally:

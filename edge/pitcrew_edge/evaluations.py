@@ -28,6 +28,7 @@ part of an ordinary ``POST /sdk/v1/events`` batch, exactly what an SDK sends
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from pitcrew.events.batching import Batch, build_batch
@@ -116,15 +117,20 @@ class EvaluationCounts:
                 held[1] = min(held[1], entry["start"])  # ISO 8601 UTC, fixed width: sorts as time
                 held[2] = max(held[2], entry["end"])
 
-    def next_batch(self, tally: Tally) -> Batch | None:
-        """``tally.pending``, or a new batch cut from the carry (then pending), or None."""
+    async def next_batch(self, tally: Tally) -> Batch | None:
+        """``tally.pending``, or a new batch cut from the carry (then pending), or None.
+
+        The body is built (JSON, gzip) in a thread: a carry of thousands of keys takes
+        tens of milliseconds, which the event loop's requests must not wait for. Only
+        the flush (one at a time) changes the carry, so it is the same after the await;
+        cancelled meanwhile, the carry is left whole."""
         if tally.pending is not None:
             return tally.pending
         if not tally.carry:
             return None
         entries = [{"flag": flag, "variation": variation, "count": count, "start": start, "end": end}
                    for (flag, variation), (count, start, end) in tally.carry.items()]
-        batch, _rest, leftover, _bad = build_batch([], entries[:MAX_EVALUATION_ENTRIES])
+        batch, _rest, leftover, _bad = await asyncio.to_thread(build_batch, [], entries[:MAX_EVALUATION_ENTRIES])
         leftover += entries[MAX_EVALUATION_ENTRIES:]
         tally.carry = {(e["flag"], e["variation"]): [e["count"], e["start"], e["end"]] for e in leftover}
         tally.pending = batch

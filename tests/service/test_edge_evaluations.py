@@ -3,6 +3,7 @@ counted by the edge, forwarded as the ``evaluations`` of a ``POST /sdk/v1/events
 batch, once, across an upstream outage, a lost answer and a shutdown. Real
 processes: gunicorn services and ``python -m pitcrew_edge`` edges."""
 
+import asyncio
 import gzip
 import http.client
 import json
@@ -244,16 +245,16 @@ def test_counts_are_bounded_and_merge_while_a_batch_waits():
 
     tally = counts.tallies["production"]
     counts.take(tally)
-    batch = counts.next_batch(tally)
+    batch = asyncio.run(counts.next_batch(tally))
     sent = json.loads(gzip.decompress(batch.body))
     assert sent["batch"] == batch.id and sent["events"] == []
     assert [(e["flag"], e["variation"], e["count"]) for e in sent["evaluations"]] == [("a", "on", 5), ("b", "off", 5)]
     for _ in range(2):  # flushes failing: the batch waits, new counts merge
         counts.count("production", "key-p", served)
         counts.take(tally)
-        assert counts.next_batch(tally) is batch
+        assert asyncio.run(counts.next_batch(tally)) is batch
     assert {k: v[0] for k, v in tally.carry.items()} == {("a", "on"): 2, ("b", "off"): 2}
     assert tally.undelivered() == 14
     assert counts.delivered(tally) == 10
-    following = json.loads(gzip.decompress(counts.next_batch(tally).body))
+    following = json.loads(gzip.decompress(asyncio.run(counts.next_batch(tally)).body))
     assert following["batch"] != batch.id and [e["count"] for e in following["evaluations"]] == [2, 2]
