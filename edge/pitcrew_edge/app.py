@@ -119,6 +119,8 @@ class Edge:
         self.evaluations = EvaluationCounts(self.settings.evaluation_entries, self.m_evaluations,
                                             self.m_evaluations_dropped)
         self._flushing = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._flusher: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ metrics
 
@@ -164,7 +166,7 @@ class Edge:
             s.upstream_timeout, read=STREAM_READ_TIMEOUT), limits=httpx.Limits(max_connections=None))
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._revalidate_loop()))
-        self._tasks.append(loop.create_task(self._evaluations_loop()))
+        self._flusher = loop.create_task(self._evaluations_loop())
         for secret in s.sdk_keys:
             self._tasks.append(loop.create_task(self._admit_pinned(secret)))
 
@@ -175,10 +177,11 @@ class Edge:
             if env.follower is not None:
                 env.follower.cancel()
         self.hub.close()
-        if self.client is not None:
-            try:
-                await asyncio.wait_for(self.flush_evaluations(), SHUTDOWN_FLUSH)
-            except TimeoutError:
+        if self._flusher is not None:  # not cancelled: it flushes once more and returns
+            self._stopping.set()
+            done, _ = await asyncio.wait({self._flusher}, timeout=SHUTDOWN_FLUSH)
+            if not done:
+                self._flusher.cancel()
                 log.warning("edge: evaluation counts not forwarded at shutdown (upstream too slow)")
         for client in (self.client, self.stream_client):
             if client is not None:
@@ -488,12 +491,22 @@ class Edge:
     # ------------------------------------------------------------------ evaluation counts
 
     async def _evaluations_loop(self) -> None:
+        """A flush every ``evaluation_flush`` seconds, and a last one once stopping is set
+        (also when it was set during a flush: counts made meanwhile go too)."""
         while True:
-            await asyncio.sleep(self.settings.evaluation_flush)
+            stop = self._stopping.is_set()
+            if not stop:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), self.settings.evaluation_flush)
+                    stop = True
+                except TimeoutError:
+                    pass
             try:
                 await self.flush_evaluations()
             except Exception:  # never let the loop die: the counts stay for the next flush
                 log.exception("edge: forwarding evaluation counts failed")
+            if stop:
+                return
 
     async def flush_evaluations(self) -> None:
         """Forward every environment's counts: the batch still pending first (same id, same
@@ -501,7 +514,10 @@ class Edge:
         async with self._flushing:
             counts = self.evaluations
             for name, tally in list(counts.tallies.items()):
-                counts.take(tally)
+                # In a thread (tens of ms for thousands of keys), as the SDK takes its summary
+                # beside the threads that count; the flusher is never cancelled mid-take but
+                # at exit, so no two takes of a tally overlap.
+                await asyncio.to_thread(counts.take, tally)
                 while (batch := await counts.next_batch(tally)) is not None:
                     if not await self._send_evaluations(tally, batch):
                         break
