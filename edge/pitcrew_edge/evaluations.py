@@ -101,9 +101,11 @@ class EvaluationCounts:
     # ------------------------------------------------------------------ the flush
 
     def take(self, tally: Tally) -> None:
-        """Move the counts made since the last take into ``tally.carry`` (adding up)."""
+        """Move the counts made since the last take into ``tally.carry`` (adding up). Runs in a
+        thread beside the loop's counting, as the SDK's summary is taken beside its callers."""
         carry = tally.carry
-        room = self.max_entries - sum(len(t.carry) for t in self.tallies.values() if t is not tally)
+        others = list(self.tallies.values())  # one step under the GIL: the loop may add a tally meanwhile
+        room = self.max_entries - sum(len(t.carry) for t in others if t is not tally)
         for entry in tally.summary.take():
             key = (entry["flag"], entry["variation"])
             held = carry.get(key)
