@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from pitcrew.events.summary import served_counts
 from pitcrew.wire import EXPOSURE, MAX_EVALUATION_ENTRIES, TRACK
 
 from .domain import limits
@@ -414,14 +415,13 @@ def prune_batches(now: datetime | None = None) -> int:
 
 def count_remote(environment_id: int, results, now: datetime | None = None) -> None:
     """Count a remote evaluation's results (``{flag: EvaluationResult}``) like an SDK summary;
-    in the caller's transaction. Flags the ruleset does not know are not counted."""
+    in the caller's transaction. Flags the ruleset does not know are not counted
+    (:func:`pitcrew.events.summary.served_counts`)."""
     now = now or datetime.now(UTC)
+    day = now.date()
     counts: dict = {}
-    for key, result in results.items():
-        if getattr(result, "reason", None) == "FLAG_NOT_FOUND" or len(key) > MAX_KEY:
-            continue
-        variation = result.variation if isinstance(result.variation, str) else ""
-        counts[(key, variation[:MAX_KEY], now.date())] = counts.get((key, variation[:MAX_KEY], now.date()), 0) + 1
+    for key, variation in served_counts(results):  # the rule the edge counts with too
+        counts[(key, variation, day)] = counts.get((key, variation, day), 0) + 1
     if counts:
         _store_evaluations(environment_id, counts, {flag: now for flag, _, _ in counts}, now)
 

@@ -7,6 +7,11 @@ What it answers itself, from memory (docs/delivery.md):
 * ``POST /sdk/v1/evaluate`` when the body is certainly valid and no result
   puts the unit in an experiment (then the service must log the exposure).
 
+Evaluations it answers are counted per environment and forwarded in bulk
+as the ``evaluations`` summary of a ``POST /sdk/v1/events`` batch every
+``evaluation_flush`` seconds and at shutdown (:mod:`pitcrew_edge.evaluations`),
+so flags evaluated only through an edge are not taken for unused.
+
 Everything else (refused or malformed credentials, other methods, invalid
 bodies, ``/sdk/v1/events``, a client ahead of the edge's memory) is
 forwarded to the upstream as it came and its answer relayed as it went, so
@@ -41,8 +46,10 @@ from prometheus_client import (
 )
 
 from pitcrew.evaluation import compile_ruleset, evaluate
+from pitcrew.transport import is_retryable
 
 from . import protocol, sdk_asgi
+from .evaluations import EvaluationCounts, Tally
 from .hub import Hub
 from .settings import Settings
 
@@ -56,6 +63,7 @@ UNAVAILABLE = "The Pitcrew service behind this edge is unreachable; retry later.
 STREAM_READ_TIMEOUT = 45.0  # > 2 x the service's 15 s keep-alive
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 10.0
+SHUTDOWN_FLUSH = 5.0  # seconds the last forward of evaluation counts may take at shutdown
 
 
 def backoff(failures: int) -> float:
@@ -108,6 +116,11 @@ class Edge:
         self.stream_client: httpx.AsyncClient | None = None
         self.upstream_ok = False
         self._init_metrics()
+        self.evaluations = EvaluationCounts(self.settings.evaluation_entries, self.m_evaluations,
+                                            self.m_evaluations_dropped)
+        self._flushing = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._flusher: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ metrics
 
@@ -127,6 +140,14 @@ class Edge:
                           registry=registry)
         connected.set_function(lambda: sum(1 for env in self.environments.values() if env.connected))
         self._counters: dict = {}
+        self.m_evaluations = Counter("pitcrew_edge_flag_evaluations_total",
+                                     "Flag evaluations answered by the edge", ["environment"], registry=registry)
+        self.m_evaluations_forwarded = Counter("pitcrew_edge_flag_evaluations_forwarded_total",
+                                               "Flag evaluations answered by the edge and accepted upstream",
+                                               registry=registry)
+        self.m_evaluations_dropped = Counter("pitcrew_edge_flag_evaluations_dropped_total",
+                                             "Flag evaluations answered by the edge and never forwarded "
+                                             "(key limit, refused upstream)", registry=registry)
 
     def count(self, route: str, source: str, status: int) -> None:
         child = self._counters.get((route, source, status))
@@ -145,6 +166,7 @@ class Edge:
             s.upstream_timeout, read=STREAM_READ_TIMEOUT), limits=httpx.Limits(max_connections=None))
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._revalidate_loop()))
+        self._flusher = loop.create_task(self._evaluations_loop())
         for secret in s.sdk_keys:
             self._tasks.append(loop.create_task(self._admit_pinned(secret)))
 
@@ -155,6 +177,12 @@ class Edge:
             if env.follower is not None:
                 env.follower.cancel()
         self.hub.close()
+        if self._flusher is not None:  # not cancelled: it flushes once more and returns
+            self._stopping.set()
+            done, _ = await asyncio.wait({self._flusher}, timeout=SHUTDOWN_FLUSH)
+            if not done:
+                self._flusher.cancel()
+                log.warning("edge: evaluation counts not forwarded at shutdown (upstream too slow)")
         for client in (self.client, self.stream_client):
             if client is not None:
                 await client.aclose()
@@ -436,9 +464,9 @@ class Edge:
                 admitted.last_used = time.monotonic()
             self.count(path, "edge", status)
         else:
-            await self.evaluate(scope, receive, send, rid, env)
+            await self.evaluate(scope, receive, send, rid, env, admitted)
 
-    async def evaluate(self, scope, receive, send, rid: str, env: Environment) -> None:
+    async def evaluate(self, scope, receive, send, rid: str, env: Environment, key: Key) -> None:
         body, complete = await _read_body(receive, self.settings.max_body)
         content_type = (sdk_asgi.header(scope, b"content-type") or "").split(";")[0].strip().lower()
         parsed = protocol.parse_evaluate(body) if complete and content_type == "application/json" else None
@@ -458,6 +486,79 @@ class Edge:
                                                  (b"x-request-id", rid.encode())],
                                      protocol.evaluate_body(results))
         self.count(protocol.EVALUATE_PATH, "edge", 200)
+        self.evaluations.count(env.key, key.secret, results)  # in memory; forwarded by the flush
+
+    # ------------------------------------------------------------------ evaluation counts
+
+    async def _evaluations_loop(self) -> None:
+        """A flush every ``evaluation_flush`` seconds, and a last one once stopping is set
+        (also when it was set during a flush: counts made meanwhile go too)."""
+        while True:
+            stop = self._stopping.is_set()
+            if not stop:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), self.settings.evaluation_flush)
+                    stop = True
+                except TimeoutError:
+                    pass
+            try:
+                await self.flush_evaluations()
+            except Exception:  # never let the loop die: the counts stay for the next flush
+                log.exception("edge: forwarding evaluation counts failed")
+            if stop:
+                return
+
+    async def flush_evaluations(self) -> None:
+        """Forward every environment's counts: the batch still pending first (same id, same
+        bytes), then new batches from the carry; an environment stops at its first failure."""
+        async with self._flushing:
+            counts = self.evaluations
+            for name, tally in list(counts.tallies.items()):
+                # In a thread (tens of ms for thousands of keys), as the SDK takes its summary
+                # beside the threads that count; the flusher is never cancelled mid-take but
+                # at exit, so no two takes of a tally overlap.
+                await asyncio.to_thread(counts.take, tally)
+                while (batch := await counts.next_batch(tally)) is not None:
+                    if not await self._send_evaluations(tally, batch):
+                        break
+                if name not in self.environments and counts.tallies.get(name) is tally:
+                    counts.take(tally)
+                    if tally.pending is None and not tally.carry:
+                        del counts.tallies[name]  # no longer served, everything delivered
+
+    async def _send_evaluations(self, tally: Tally, batch) -> bool:
+        """POST one batch; True when its fate is settled (accepted, or refused for good)."""
+        key = self._key_for(tally.environment)
+        if key is not None:
+            tally.secret = key.secret
+        headers = {"Authorization": f"Bearer {tally.secret}", "Content-Type": "application/json",
+                   "Content-Encoding": "gzip"}
+        try:
+            response = await self.client.post(protocol.EVENTS_PATH, content=batch.body, headers=headers)
+        except httpx.HTTPError:
+            self.m_upstream.labels("evaluations", "unreachable").inc()
+            return False
+        status = response.status_code
+        self.m_upstream.labels("evaluations", str(status)).inc()
+        if 200 <= status < 300:
+            self.m_evaluations_forwarded.inc(self.evaluations.delivered(tally))
+            return True
+        if is_retryable(status):
+            return False  # resent as it is by the next flush
+        if status in (401, 403):
+            for other in self.keys.values():  # this key was just revoked? Another of the environment
+                if other.environment == tally.environment and other.secret != tally.secret:
+                    tally.secret = other.secret
+                    return False  # the next flush resends the batch with it
+            dropped = self.evaluations.forget(tally.environment)
+            log.warning("edge: the upstream refuses evaluation counts of environment %s (HTTP %s); "
+                        "%s evaluations dropped", tally.environment, status, dropped)
+            return False
+        dropped = self.evaluations.delivered(tally)
+        self.m_evaluations_dropped.inc(dropped)
+        log.warning("edge: the upstream refused a batch of evaluation counts (HTTP %s): %s evaluations "
+                    "dropped: %s", status, dropped, response.text[:300])
+        return True
 
     async def proxy(self, scope, receive, send, rid: str, prefix: bytes = b"", more: bool = True,
                     fallback: bool = True) -> bool:

@@ -35,6 +35,10 @@ class Settings:
     max_body: int = 2 * 1024 * 1024
     upstream_timeout: float = 10.0
     upstream_connections: int = 64
+    # Seconds between forwards of the evaluations the edge answered (and at shutdown).
+    evaluation_flush: float = 10.0
+    # Distinct (environment, flag, variation) keys counted; evaluations beyond are dropped.
+    evaluation_entries: int = 20000
     log_level: str = "INFO"
 
     @classmethod
@@ -53,5 +57,7 @@ class Settings:
             max_body=_int("EDGE_MAX_BODY", 2 * 1024 * 1024),
             upstream_timeout=_float("EDGE_UPSTREAM_TIMEOUT", 10.0),
             upstream_connections=_int("EDGE_UPSTREAM_CONNECTIONS", 64),
+            evaluation_flush=_float("EDGE_EVALUATION_FLUSH", 10.0),
+            evaluation_entries=_int("EDGE_EVALUATION_ENTRIES", 20000),
             log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         )

@@ -13,12 +13,27 @@ from __future__ import annotations
 import itertools
 import time
 
+from ..evaluation import Reason
 from ..wire import MAX_KEY_LENGTH, iso_ts
 
-__all__ = ["EvaluationSummary"]
+__all__ = ["EvaluationSummary", "served_counts"]
 
 MAX_COUNTER_KEYS = 20000  # distinct (flag, variation) pairs counted
+_NOT_FOUND = Reason.FLAG_NOT_FOUND
 _overflow = itertools.count()  # absorbs counts of keys beyond the limit (never reported)
+
+
+def served_counts(results):
+    """The ``(flag, variation)`` keys a remote evaluation's results count as (one evaluation
+    each): ``results`` maps flag keys to ``EvaluationResult``. Flags the ruleset does not
+    know are not counted, nor keys longer than a summary may hold; no variation counts as
+    ``""``. The service (answering ``POST /sdk/v1/evaluate``) and the edge (answering it
+    from memory) both count with this."""
+    for key, result in results.items():
+        if result.reason == _NOT_FOUND or len(key) > MAX_KEY_LENGTH:
+            continue
+        variation = result.variation
+        yield key, (variation[:MAX_KEY_LENGTH] if variation.__class__ is str else "")
 
 
 class EvaluationSummary:
