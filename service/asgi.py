@@ -177,7 +177,7 @@ class FlaskBridge:
 
     def _run(self, environ, exchange: _Exchange) -> None:
         """In a thread: run the app and hand its response to the loop."""
-        state = {"start": None, "posted": False}
+        state = {"start": None, "posted": False, "ended": False}
 
         def start_response(status, headers, exc_info=None):
             if exc_info is not None and state["posted"]:
@@ -196,6 +196,7 @@ class FlaskBridge:
                     raise RuntimeError("WSGI application returned a body before calling start_response")
                 messages.insert(0, state["start"])
                 state["posted"] = True
+            state["ended"] = not more
             exchange.post(messages, len(chunk))
 
         try:
@@ -212,9 +213,12 @@ class FlaskBridge:
             pass
         except BaseException as exc:  # noqa: BLE001 - re-raised on the loop (uvicorn answers 500 / closes)
             try:
+                if state["ended"]:
+                    raise _Gone  # the loop has the whole answer and reads no further
                 exchange.post([_Failed(exc)])
             except _Gone:
-                pass
+                # Nobody on the loop will see it: log what the server would have.
+                log.exception("error in the Flask app after its response was handed over")
 
 
 def wrap(flask_app: Flask, threads: int = 16):

@@ -196,3 +196,30 @@ def test_one_slow_request_does_not_stall_the_others():
 
     done = asyncio.run(main())
     assert done[-1] == "/slow" and len(done) == 11
+
+
+def test_an_error_after_the_answer_is_logged(caplog):
+    class Body:
+        def __iter__(self):
+            yield b"ok"
+
+        def close(self):
+            raise RuntimeError("closing failed")
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return Body()
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    receive, _ = receiver([b""])
+    run(asgi.FlaskBridge(app, 2), scope(), receive, send)
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    for _ in range(50):
+        if "closing failed" in caplog.text:
+            break
+        time.sleep(0.02)
+    assert "closing failed" in caplog.text
