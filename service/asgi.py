@@ -13,8 +13,9 @@ process) around the ASGI app :func:`wrap` builds from the Flask app:
   (:class:`FlaskBridge`).
 
 Because requests are read by the event loop, a client that sends its
-headers slowly holds no thread either: a thread is taken only once a
-request has fully arrived.
+headers slowly holds no thread either: a thread is taken only once the
+headers and a body of up to PREREAD_LIMIT bytes have arrived (larger
+bodies are read by the thread as Flask asks for them).
 """
 
 from __future__ import annotations
