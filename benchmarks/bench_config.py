@@ -1,4 +1,5 @@
-"""GET /sdk/v1/config throughput of the service and of the edge, for 304 and 200.
+"""GET /sdk/v1/config throughput of the service and of the edge, for 304 and
+200, and of two Flask routes: an admin GET and POST /sdk/v1/evaluate.
 
 Run: .venv/bin/python benchmarks/bench_config.py   (part of `make bench`)
 
@@ -11,8 +12,13 @@ load script. The baseline in the same run is the service's GET /healthz
 (auth-free, no database, through Flask), so the ratios say what each path
 costs next to the service's cheapest route. Goals (docs/delivery.md): the
 service's 304 >= 0.8x its /healthz; the edge's 304 >= 5x the service's
-/healthz and >= 10,000 req/s. The load generator shares the 2 cores with
-the servers: figures are lower bounds.
+/healthz and >= 10,000 req/s. The admin GET (GET /api/v1/flags/<key>,
+admin token) and POST /sdk/v1/evaluate (one flag, SDK key; it records the
+evaluation count) measure the Flask routes behind the event loop
+(service.asgi.FlaskBridge). Each row is measured BENCH_RUNS times (default
+3), rows interleaved round by round; the table gives medians and the ratio
+of each median to the /healthz median. The load generator shares the 2
+cores with the servers: figures are lower bounds.
 """
 
 import http.client
@@ -33,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 FLAGS = int(os.environ.get("BENCH_FLAGS", "200"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+EVALUATE_BODY = json.dumps({"context": {"id": "u1", "country": "DE"}, "flags": ["flag-0"]})
 
 
 def setup(database_url: str, env: dict) -> tuple[str, str]:
@@ -67,31 +75,38 @@ def admin_token(env: dict) -> str:
                           env=env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
 
 
-def _python_worker(port, path, headers, deadline, queue):
+def _python_worker(port, path, headers, deadline, queue, method="GET", body=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     count = 0
     while time.monotonic() < deadline:
-        conn.request("GET", path, headers=headers)
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
         count += 1
     queue.put(count)
 
 
-def load(port: int, path: str, headers: dict) -> tuple[float, str]:
+def load(port: int, path: str, headers: dict, method: str = "GET", body: str | None = None) -> tuple[float, str]:
     """Requests per second over DURATION seconds, and the tool used."""
     if shutil.which("wrk"):
         args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{int(DURATION)}s", "--latency"]
         for name, value in headers.items():
             args += ["-H", f"{name}: {value}"]
-        out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+            if method != "GET" or body is not None:
+                script.write(f"wrk.method = {json.dumps(method)}\nwrk.body = {json.dumps(body or '')}\n")
+                script.flush()
+                args += ["-s", script.name]
+            out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                                 check=True).stdout
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         if non2xx:
             raise RuntimeError(f"errors during load: {non2xx.group(0)}")
         return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), f"wrk -t2 -c{CONNECTIONS}"
     queue = multiprocessing.Queue()
     deadline = time.monotonic() + DURATION
-    procs = [multiprocessing.Process(target=_python_worker, args=(port, path, headers, deadline, queue))
+    procs = [multiprocessing.Process(target=_python_worker, args=(port, path, headers, deadline, queue, method,
+                                                                  body and body.encode()))
              for _ in range(min(CONNECTIONS, 4))]
     for p in procs:
         p.start()
@@ -99,6 +114,23 @@ def load(port: int, path: str, headers: dict) -> tuple[float, str]:
     for p in procs:
         p.join()
     return total / DURATION, f"python http.client x{len(procs)}"
+
+
+def measure(cases: list[tuple]) -> tuple[list[float], str]:
+    """The median requests/s of each case (port, path, headers[, method, body]), RUNS interleaved rounds."""
+    runs = [[] for _ in cases]
+    tool = ""
+    for _ in range(RUNS):
+        for i, case in enumerate(cases):
+            rps, tool = load(*case)
+            runs[i].append(rps)
+    return [sorted(r)[len(r) // 2] for r in runs], tool
+
+
+def response_body(port: int, path: str, headers: dict, method: str = "GET", payload: str | None = None) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request(method, path, body=payload, headers=headers)
+    return conn.getresponse().read()
 
 
 def main() -> None:
@@ -117,7 +149,7 @@ def main() -> None:
                 conn.execute(sa.text("CREATE SCHEMA public"))
             engine.dispose()
         key, _ = setup(database_url, env)
-        server = LiveServer(database_url, {"PITCREW_INSTANCE_DIR": tmp, "LOG_LEVEL": "ERROR",
+        server = LiveServer(database_url, {"PITCREW_INSTANCE_DIR": tmp, "LOG_LEVEL": "ERROR", "GUNICORN_THREADS": "16",
                                            "TOKEN_TOUCH_INTERVAL": "60"})
         server.start()
         try:
@@ -127,14 +159,30 @@ def main() -> None:
             response = conn.getresponse()
             body = response.read()
             etag = response.getheader("ETag")
-            rows = []
-            rps, tool = load(server.port, "/healthz", {})
-            rows.append(("GET /healthz (baseline)", rps, len(b'{"status":"ok"}')))
-            base = rps
-            rps, _ = load(server.port, "/sdk/v1/config", {**auth, "If-None-Match": etag})
-            rows.append(("GET /sdk/v1/config -> 304", rps, 0))
-            rps, _ = load(server.port, "/sdk/v1/config", {**auth, "If-None-Match": '"1"'})
-            rows.append((f"GET /sdk/v1/config -> 200, stale ETag ({FLAGS} flags)", rps, len(body)))
+            admin = {"Authorization": f"Bearer {admin_token(env)}"}
+            as_json = {**auth, "Content-Type": "application/json"}
+            for path, headers, method, payload in (("/api/v1/flags/flag-0", admin, "GET", None),
+                                                   ("/sdk/v1/evaluate", as_json, "POST", EVALUATE_BODY)):
+                conn = http.client.HTTPConnection("127.0.0.1", server.port)
+                conn.request(method, path, body=payload, headers=headers)
+                response = conn.getresponse()
+                assert response.status == 200, (path, response.status, response.read())
+                response.read()
+            evaluate_size = len(response_body(server.port, "/sdk/v1/evaluate", as_json, "POST", EVALUATE_BODY))
+            flag_size = len(response_body(server.port, "/api/v1/flags/flag-0", admin))
+            medians, tool = measure([
+                (server.port, "/healthz", {}),
+                (server.port, "/sdk/v1/config", {**auth, "If-None-Match": etag}),
+                (server.port, "/sdk/v1/config", {**auth, "If-None-Match": '"1"'}),
+                (server.port, "/api/v1/flags/flag-0", admin),
+                (server.port, "/sdk/v1/evaluate", as_json, "POST", EVALUATE_BODY),
+            ])
+            base = medians[0]
+            rows = list(zip(["GET /healthz (baseline)", "GET /sdk/v1/config -> 304",
+                             f"GET /sdk/v1/config -> 200, stale ETag ({FLAGS} flags)",
+                             "GET /api/v1/flags/<key> (admin token, Flask)",
+                             "POST /sdk/v1/evaluate (one flag, Flask)"],
+                            medians, [len(b'{"status":"ok"}'), 0, len(body), flag_size, evaluate_size], strict=True))
             edge = EdgeServer(server.url, {"LOG_LEVEL": "ERROR"})
             edge.start()
             try:
@@ -146,17 +194,17 @@ def main() -> None:
                     if response.status == 304:
                         break
                     time.sleep(0.1)
-                rps, _ = load(edge.port, "/sdk/v1/config", {**auth, "If-None-Match": etag})
-                rows.append(("edge: GET /sdk/v1/config -> 304", rps, 0))
-                rps, _ = load(edge.port, "/sdk/v1/config", auth)
-                rows.append((f"edge: GET /sdk/v1/config -> 200 ({FLAGS} flags)", rps, len(body)))
+                medians, _ = measure([(edge.port, "/sdk/v1/config", {**auth, "If-None-Match": etag}),
+                                      (edge.port, "/sdk/v1/config", auth)])
+                rows.append(("edge: GET /sdk/v1/config -> 304", medians[0], 0))
+                rows.append((f"edge: GET /sdk/v1/config -> 200 ({FLAGS} flags)", medians[1], len(body)))
             finally:
                 edge.stop()
         finally:
             server.stop()
     db_kind = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     print(f"\n### /sdk/v1/config: service (gunicorn, 2 asyncio workers, {db_kind}) and one edge process "
-          f"(load: {tool}, {DURATION:.0f}s each)\n")
+          f"(load: {tool}, {DURATION:.0f}s each, median of {RUNS} interleaved runs)\n")
     print("| request | requests/s | x service /healthz | body bytes |")
     print("|---|---:|---:|---:|")
     for name, value, size in rows:
