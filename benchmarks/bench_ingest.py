@@ -6,7 +6,7 @@ For each database: a fresh, migrated database (PostgreSQL: the database of
 ``BENCH_DATABASE_URL``, default postgresql://postgres@127.0.0.1:5432/pitcrew_bench,
 whose public schema is dropped and recreated; SQLite: a temporary file),
 gunicorn on a free 127.0.0.1 port with the production config
-(gthread, WEB_CONCURRENCY workers), and ``--clients`` client processes, each
+(asyncio workers with Flask in a thread pool, WEB_CONCURRENCY of them), and ``--clients`` client processes, each
 posting pre-built batches of ``--batch`` distinct events (one third exposures
 with two dimension attributes, two thirds track events with values) over a
 keep-alive connection for ``--seconds``. Bodies are generated and encoded
@@ -215,7 +215,7 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     command = "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:])
     print(f"\n`{command}` on {platform.node()} ({os.cpu_count()} CPUs, Python {platform.python_version()}); "
-          f"gunicorn gthread {args.workers} workers x {args.threads} threads, {args.clients} client processes, "
+          f"gunicorn (asyncio workers, Flask in a thread pool) {args.workers} workers x {args.threads} threads, {args.clients} client processes, "
           f"batches of {args.batch}, {args.seconds:g} s sustained per database\n")
     print("| database | events accepted | rows stored | seconds | events/s | batch p50 ms | batch p99 ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
