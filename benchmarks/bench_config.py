@@ -5,8 +5,9 @@ Run: .venv/bin/python benchmarks/bench_config.py   (part of `make bench`)
 
 Starts the real service (gunicorn with service/gunicorn_conf.py: 2 asyncio
 workers, Flask in a thread pool) on a free loopback port with a throw-away
-SQLite database (or BENCH_DATABASE_URL) holding BENCH_FLAGS flags, and one
-edge process (python -m pitcrew_edge) in front of it, then drives each with
+SQLite database (or BENCH_DATABASE_URL) holding BENCH_FLAGS flags, and the
+edge (python -m pitcrew_edge) with EDGE_WORKERS=2 worker processes, as the
+service has 2 workers, in front of it, then drives each with
 wrk when installed (Debian package `wrk`), else with a Python keep-alive
 load script. The baseline in the same run is the service's GET /healthz
 (auth-free, no database, through Flask), so the ratios say what each path
@@ -40,6 +41,7 @@ DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 FLAGS = int(os.environ.get("BENCH_FLAGS", "200"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+EDGE_WORKERS = 2  # as the service's 2 gunicorn workers
 EVALUATE_BODY = json.dumps({"context": {"id": "u1", "country": "DE"}, "flags": ["flag-0"]})
 
 
@@ -183,17 +185,20 @@ def main() -> None:
                              "GET /api/v1/flags/<key> (admin token, Flask)",
                              "POST /sdk/v1/evaluate (one flag, Flask)"],
                             medians, [len(b'{"status":"ok"}'), 0, len(body), flag_size, evaluate_size], strict=True))
-            edge = EdgeServer(server.url, {"LOG_LEVEL": "ERROR"})
+            edge = EdgeServer(server.url, {"LOG_LEVEL": "ERROR", "EDGE_WORKERS": str(EDGE_WORKERS)})
             edge.start()
             try:
-                for _ in range(50):  # the edge has validated the key and holds the ruleset
-                    conn = http.client.HTTPConnection("127.0.0.1", edge.port)
+                ready = 0
+                for _ in range(100):  # every worker has validated the key and holds the ruleset
+                    conn = http.client.HTTPConnection("127.0.0.1", edge.port)  # fresh: any worker
                     conn.request("GET", "/sdk/v1/config", headers={**auth, "If-None-Match": etag})
                     response = conn.getresponse()
                     response.read()
-                    if response.status == 304:
+                    conn.close()
+                    ready = ready + 1 if response.status == 304 else 0
+                    if ready == 20:
                         break
-                    time.sleep(0.1)
+                    time.sleep(0.05)
                 medians, _ = measure([(edge.port, "/sdk/v1/config", {**auth, "If-None-Match": etag}),
                                       (edge.port, "/sdk/v1/config", auth)])
                 rows.append(("edge: GET /sdk/v1/config -> 304", medians[0], 0))
@@ -203,8 +208,9 @@ def main() -> None:
         finally:
             server.stop()
     db_kind = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-    print(f"\n### /sdk/v1/config: service (gunicorn, 2 asyncio workers, {db_kind}) and one edge process "
-          f"(load: {tool}, {DURATION:.0f}s each, median of {RUNS} interleaved runs)\n")
+    print(f"\n### /sdk/v1/config: service (gunicorn, 2 asyncio workers, {db_kind}) and edge, "
+          f"{EDGE_WORKERS} worker processes (load: {tool}, {DURATION:.0f}s each, "
+          f"median of {RUNS} interleaved runs)\n")
     print("| request | requests/s | x service /healthz | body bytes |")
     print("|---|---:|---:|---:|")
     for name, value, size in rows:

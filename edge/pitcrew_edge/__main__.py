@@ -1,7 +1,11 @@
-"""``python -m pitcrew_edge`` (what ``make edge`` runs): one edge process on uvicorn.
+"""``python -m pitcrew_edge`` (what ``make edge`` runs): the edge on uvicorn.
 
 Settings come from the environment (EDGE_PORT, PITCREW_UPSTREAM, ...; see
-docs/delivery.md). Run as many edges as you like behind a load balancer.
+docs/delivery.md). With EDGE_WORKERS=1 (the default) one process serves the
+port; with N > 1 uvicorn's supervisor spawns N worker processes on the same
+port, each a whole edge of its own (:func:`app_from_environment`): its own
+upstream stream per environment, key cache and evaluation counts. Run as many
+edges as you like behind a load balancer.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from datetime import UTC, datetime
 
 import uvicorn
 
-from .app import create_app
+from .app import Edge, create_app
 from .settings import Settings
 
 
@@ -40,24 +44,43 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def main() -> None:
-    settings = Settings.from_environment()
+def configure_logging(settings: Settings) -> None:
+    """JSON lines on stderr at ``settings.log_level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter())
     logging.basicConfig(level=settings.log_level, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
-    limit = raise_fd_limit()
-    logging.getLogger("pitcrew.edge").info("edge on %s:%s, upstream %s, fd limit %s",
-                                           settings.host, settings.port, settings.upstream, limit)
+
+
+def app_from_environment() -> Edge:
+    """The app of one worker process (EDGE_WORKERS > 1): spawned workers inherit neither the
+    parent's settings object nor its logging set-up, so both are made here again."""
+    settings = Settings.from_environment()
+    configure_logging(settings)
+    return create_app(settings)
+
+
+def main() -> None:
+    settings = Settings.from_environment()
+    configure_logging(settings)
+    limit = raise_fd_limit()  # before spawning: workers inherit the limit
+    logging.getLogger("pitcrew.edge").info("edge on %s:%s, upstream %s, fd limit %s, %s worker process(es)",
+                                           settings.host, settings.port, settings.upstream, limit,
+                                           settings.workers)
     try:
         import uvloop  # noqa: F401
 
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop=loop, http="httptools",
-                lifespan="on", access_log=False, log_level="warning", backlog=4096,
-                timeout_graceful_shutdown=2, timeout_keep_alive=30)
+    options = dict(host=settings.host, port=settings.port, loop=loop, http="httptools", lifespan="on",
+                   access_log=False, log_level="warning", backlog=4096, timeout_graceful_shutdown=2,
+                   timeout_keep_alive=30)
+    if settings.workers > 1:
+        uvicorn.run("pitcrew_edge.__main__:app_from_environment", factory=True, workers=settings.workers,
+                    **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":

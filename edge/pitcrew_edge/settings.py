@@ -40,6 +40,8 @@ class Settings:
     # Distinct (environment, flag, variation) keys counted; evaluations beyond are dropped.
     evaluation_entries: int = 20000
     log_level: str = "INFO"
+    # Processes serving the port (``python -m pitcrew_edge``); each is a whole edge of its own.
+    workers: int = 1
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -60,4 +62,5 @@ class Settings:
             evaluation_flush=_float("EDGE_EVALUATION_FLUSH", 10.0),
             evaluation_entries=_int("EDGE_EVALUATION_ENTRIES", 20000),
             log_level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+            workers=max(1, _int("EDGE_WORKERS", 1)),
         )

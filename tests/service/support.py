@@ -5,6 +5,7 @@ free loopback port."""
 import http.client
 import json as jsonlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -218,19 +219,32 @@ class EdgeServer:
         env = dict(os.environ, EDGE_PORT=str(self.port), PITCREW_UPSTREAM=self.upstream, LOG_LEVEL="WARNING",
                    EDGE_KEY_REVALIDATE="0.5", EDGE_STREAM_HEARTBEAT="1")
         env.update(self.extra_env)
+        # A session (process group) of its own: with EDGE_WORKERS > 1 the edge's worker
+        # processes are in it too, and stop() and kill() leave none of them behind.
         self.process = subprocess.Popen([sys.executable, "-m", "pitcrew_edge"], cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         if not answers_200(f"{self.url}/healthz", within=20):
             self.stop()
             raise RuntimeError("edge did not start")
 
     def stop(self) -> None:
-        _stop(self.process)
+        """SIGTERM to the edge (as a supervisor would), then SIGKILL to what is left of its group."""
+        if self.process is not None:
+            _stop(self.process)
+            _kill_group(self.process.pid)
         self.process = None
 
     def kill(self) -> None:
-        """SIGKILL: a crash, nothing flushed, nothing said goodbye."""
+        """SIGKILL to the edge and its workers: a crash, nothing flushed, nothing said goodbye."""
         if self.process is not None:
-            self.process.kill()
+            _kill_group(self.process.pid)
             self.process.wait()
             self.process = None
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -4,6 +4,7 @@ once across an edge crash, and a scale-out of two services and two edges."""
 
 import http.client
 import json
+import os
 import time
 import uuid
 from urllib.parse import urlsplit
@@ -186,6 +187,66 @@ def test_edge_streams_follow_changes_and_end_on_revocation(live_server, edge, ad
     assert reader.wait(lambda: reader.closed_at is not None, 5)
     assert reader.closed_at - revoked_at < 2.0
     assert call(edge.url, "GET", "/sdk/v1/config", auth)[0] == 401
+
+
+def processes() -> list[tuple[int, str, int, int, str]]:
+    """(pid, state, ppid, process group, command line) of every process, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        state, ppid, pgrp = stat.rpartition(")")[2].split()[:3]
+        found.append((int(entry), state, int(ppid), int(pgrp), cmdline))
+    return found
+
+
+def test_edge_workers_serve_one_port_follow_changes_and_stop_together(live_server, admin):
+    """EDGE_WORKERS=2: two worker processes, each a whole edge, on the edge's port."""
+    assert admin.post("/api/v1/flags", json={"key": "w", "name": "w", "kind": "boolean",
+                                             "variations": ONOFF}).status_code == 201
+    edge = EdgeServer(live_server.url, {"EDGE_WORKERS": "2"})
+    edge.start()
+    try:
+        pid = edge.process.pid
+
+        def workers():  # uvicorn's spawned workers (not multiprocessing's resource tracker)
+            return [p for p, state, ppid, _, cmd in processes() if ppid == pid and state != "Z"
+                    and "spawn_main" in cmd]
+
+        assert wait_until(lambda: len(workers()) == 2, 10), processes()
+
+        key = make_sdk_key("production")
+        auth = {"Authorization": f"Bearer {key}"}
+        assert wait_until(lambda: same_version(live_server.url, edge.url, key), 5)
+        etag = call(live_server.url, "GET", "/sdk/v1/config", auth)[1]["etag"]
+        for _ in range(50):  # a fresh connection each: the kernel hands them to either worker
+            status, headers, body = call(edge.url, "GET", "/sdk/v1/config", auth)
+            assert (status, headers.get("etag")) == (200, etag) and body
+            status, headers, body = call(edge.url, "GET", "/sdk/v1/config", {**auth, "If-None-Match": etag})
+            assert (status, headers.get("etag"), body) == (304, etag, b"")
+
+        with Client(edge.url, key, stream=True, events=False, poll_interval=30) as client:
+            assert client.wait_until_ready(5)
+            assert wait_until(lambda: client.status()["stream_connected"], 5)
+            for enabled in (False, True):
+                put_targeting(admin, "w", targeting(enabled=enabled))
+                assert wait_until(lambda e=enabled: client.variation("w", {"id": "u"}, None) is e, 2)
+
+        group = {p for p, _state, _ppid, pgrp, _cmd in processes() if pgrp == pid}
+        assert {pid, *workers()} <= group  # what the SIGTERM below must end
+        edge.process.terminate()  # SIGTERM, as a supervisor stops it
+        edge.process.wait(5)
+        assert wait_until(lambda: not any(pgrp == pid for _, _, _, pgrp, _ in processes()), 5), \
+            [p for p in processes() if p[3] == pid]
+    finally:
+        edge.stop()
 
 
 def test_an_upstream_outage_keeps_the_edge_serving(servers, admin):

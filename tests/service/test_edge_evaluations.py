@@ -224,6 +224,29 @@ def test_the_edge_forwards_its_counts_when_it_stops(servers, admin):
     assert counted(admin, "checkout")[:2] == (4, {"on": 4})
 
 
+def test_each_edge_worker_forwards_its_counts_when_the_edge_stops(servers, admin):
+    """EDGE_WORKERS=2: each worker counts what it answered and flushes it at SIGTERM."""
+    start_service, start_edge = servers
+    service = start_service()
+    edge = start_edge(service, EDGE_EVALUATION_FLUSH="3600", EDGE_WORKERS="2")
+    create_flag(admin, "checkout")
+    key = make_sdk_key("production")
+    # A fresh connection each: either worker answers (the second may still be starting).
+    # /metrics answers for the worker that took its connection: a count between 0 and the
+    # evaluations made means the other worker holds the rest, so both have counts to flush.
+    n, seen = 0, []
+    while n < 400:
+        evaluate(edge.url, key, {"context": {"id": f"u{n}"}, "flags": ["checkout"]})
+        n += 1
+        seen.append(metric(edge.url, "pitcrew_edge_flag_evaluations_total"))
+        if n >= 20 and 0 < seen[-1] < n:
+            break
+    assert 0 < seen[-1] < n, seen
+    assert counted(admin, "checkout")[0] == 0  # no flush before an hour
+    edge.stop()  # SIGTERM to the edge: it stops its workers, each flushes
+    assert counted(admin, "checkout")[:2] == (n, {"on": n})
+
+
 def test_counts_are_bounded_and_merge_while_a_batch_waits():
     """In memory: at most ``evaluation_entries`` keys; counts taken while a batch waits add up
     in the carry; the waiting batch keeps its id and bytes until delivered."""
