@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,18 @@ def audit_count() -> int:
     of other connections show)."""
     db.session.rollback()
     return db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
+
+
+def at_once(*calls) -> list:
+    """Run the thunks at once (a barrier releases them together); their results in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
 
 
 def free_port() -> int:

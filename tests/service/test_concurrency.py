@@ -8,8 +8,6 @@ unbroken before/after chain in the audit log), so no update is lost.
 Runs on SQLite and PostgreSQL (TEST_DATABASE_URL)."""
 
 import itertools
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +17,7 @@ from service.errors import handle_database_error
 from service.extensions import db
 from service.models import AuditEntry, Flag
 
-from .support import LiveClient
+from .support import LiveClient, at_once
 
 N = 20
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
@@ -33,14 +31,7 @@ def audit_entries(resource_type: str, key: str) -> list[AuditEntry]:
 
 def race(client: LiveClient, method: str, path: str, bodies, headers=None):
     """Send ``len(bodies)`` requests at once (released together by a barrier); the responses in order."""
-    barrier = threading.Barrier(len(bodies))
-
-    def one(body):
-        barrier.wait()
-        return client.request(method, path, json=body, headers=headers)
-
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        return list(pool.map(one, bodies))
+    return at_once(*[lambda body=body: client.request(method, path, json=body, headers=headers) for body in bodies])
 
 
 def assert_one_winner(responses, success=200):

@@ -2,24 +2,10 @@
 a targeting write naming a holdout and the holdout's delete or resize never both
 succeed; 20 concurrent If-Match edits give one winner."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from .support import at_once
 
 ENV = "production"
 ONOFF = [{"key": "on", "value": True}, {"key": "off", "value": False}]
-
-
-def both(first, second):
-    """Run two request thunks at once (released together); their responses."""
-    barrier = threading.Barrier(2)
-
-    def run(fn):
-        barrier.wait()
-        return fn()
-
-    with ThreadPoolExecutor(2) as pool:
-        a, b = pool.submit(run, first), pool.submit(run, second)
-        return a.result(), b.result()
 
 
 def test_joining_and_deleting_a_holdout_never_both_succeed(live_admin):
@@ -29,8 +15,8 @@ def test_joining_and_deleting_a_holdout_never_both_succeed(live_admin):
     for round_ in range(8):
         key = f"race-{round_}"
         assert live_admin.post("/api/v1/holdouts", json={"key": key, "environment": ENV, "percent": 5}).status == 201
-        join, delete = both(lambda k=key: live_admin.patch(path, json={"holdout": k}),
-                            lambda k=key: live_admin.delete(f"/api/v1/holdouts/{k}"))
+        join, delete = at_once(lambda k=key: live_admin.patch(path, json={"holdout": k}),
+                               lambda k=key: live_admin.delete(f"/api/v1/holdouts/{k}"))
         outcomes.add((join.status, delete.status))
         named = live_admin.get(path).json.get("holdout")
         exists = live_admin.get(f"/api/v1/holdouts/{key}").status == 200
@@ -48,8 +34,8 @@ def test_joining_and_resizing_a_holdout_never_both_succeed(live_admin):
     for round_ in range(8):
         key = f"size-{round_}"
         assert live_admin.post("/api/v1/holdouts", json={"key": key, "environment": ENV, "percent": 5}).status == 201
-        join, resize = both(lambda k=key: live_admin.patch(path, json={"holdout": k}),
-                            lambda k=key: live_admin.patch(f"/api/v1/holdouts/{k}", json={"percent": 7}))
+        join, resize = at_once(lambda k=key: live_admin.patch(path, json={"holdout": k}),
+                               lambda k=key: live_admin.patch(f"/api/v1/holdouts/{k}", json={"percent": 7}))
         assert join.status == 200  # joining is allowed whatever the size
         percent = live_admin.get(f"/api/v1/holdouts/{key}").json["percent"]
         # resized first (then joined at 7 %), or joined first (resize refused, still 5 %)
@@ -59,13 +45,8 @@ def test_joining_and_resizing_a_holdout_never_both_succeed(live_admin):
 
 def test_concurrent_if_match_edits_have_one_winner(live_admin):
     assert live_admin.post("/api/v1/holdouts", json={"key": "h", "environment": ENV, "percent": 5}).status == 201
-    barrier = threading.Barrier(20)
-
-    def edit(i):
-        barrier.wait()
-        return live_admin.patch("/api/v1/holdouts/h", json={"name": f"n{i}"}, headers={"If-Match": '"1"'})
-
-    with ThreadPoolExecutor(20) as pool:
-        statuses = sorted(r.status for r in pool.map(edit, range(20)))
+    edits = [lambda i=i: live_admin.patch("/api/v1/holdouts/h", json={"name": f"n{i}"}, headers={"If-Match": '"1"'})
+             for i in range(20)]
+    statuses = sorted(r.status for r in at_once(*edits))
     assert statuses == [200] + [412] * 19
     assert live_admin.get("/api/v1/holdouts/h").json["version"] == 2

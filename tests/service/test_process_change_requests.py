@@ -4,7 +4,6 @@ the base-version check, bypass, cancel/reject, scheduled applies run by the
 worker (in-process, with its clock injected)."""
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from service.extensions import db
 from service.models import AuditEntry, ChangeRequest, FlagVersion, Rollout
 from service.worker import Worker
 
-from .support import ApiClient, make_token
+from .support import ApiClient, at_once, make_token
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 FLAG = "/api/v1/flags/checkout"
@@ -383,23 +382,8 @@ def test_racing_applies_and_reviews_count_once(protected, editor, live_server):
     base = f"{live_server.url}/api/v1/change-requests/{rid}"
     rita, alice = make_token("editor", "rita"), make_token("admin", "alice")
 
-    def race(calls):
-        results = [None] * len(calls)
-        barrier = threading.Barrier(len(calls))
-
-        def run(i, call):
-            barrier.wait()
-            results[i] = call()
-
-        threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return results
-
     # The same reviewer approving four times at once counts once.
-    statuses = race([lambda: _post(f"{base}/reviews", rita, {"decision": "approve"})] * 4)
+    statuses = at_once(*[lambda: _post(f"{base}/reviews", rita, {"decision": "approve"})] * 4)
     assert statuses.count(201) == 1 and set(statuses) <= {201, 409, 503}, statuses  # 503: SQLite busy, retry
     db.session.expire_all()
     assert editor.get(f"/api/v1/change-requests/{rid}").json["approvals"] == 1
@@ -407,7 +391,7 @@ def test_racing_applies_and_reviews_count_once(protected, editor, live_server):
     _post(f"{base}/reviews", alice, {"decision": "approve"})
     # Four applies at once: one wins, the others get 409; one flag version, one audit entry.
     versions = editor.get(FLAG).json["version"]
-    statuses = race([lambda: _post(f"{base}/apply", editor.token)] * 4)
+    statuses = at_once(*[lambda: _post(f"{base}/apply", editor.token)] * 4)
     assert statuses.count(200) == 1 and set(statuses) <= {200, 409, 503}, statuses
     db.session.expire_all()
     assert editor.get(FLAG).json["version"] == versions + 1

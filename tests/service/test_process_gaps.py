@@ -6,7 +6,6 @@ Through the API on the real database (SQLite and PostgreSQL), with one flow per 
 through a real gunicorn server (LiveServer)."""
 
 import re
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,7 +23,7 @@ from service.models import (
 )
 from service.worker import Worker
 
-from .support import ApiClient, LiveClient, make_token
+from .support import ApiClient, LiveClient, at_once, make_token
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 FLAG = "/api/v1/flags/checkout"
@@ -266,7 +265,7 @@ def test_flags_as_code_through_gunicorn_in_a_protected_environment(live_server, 
     requests = client.get(f"{CR}?state=open").json["items"]
     assert sorted(r["id"] for r in requests) == sorted(ids) and {r["author"] for r in requests} == {"gina"}
     # Two applies of the same document at once open no duplicate.
-    statuses = race(*[lambda: client.post("/api/v1/import", json=document).status] * 2)
+    statuses = at_once(*[lambda: client.post("/api/v1/import", json=document).status] * 2)
     assert set(statuses) <= {200, 503} and 200 in statuses, statuses
     db.session.expire_all()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ChangeRequest)) == 3
@@ -539,23 +538,6 @@ def test_a_review_of_a_revision_the_reviewer_did_not_see_is_refused(open_request
     assert ok(rita.post(f"{CR}/{rid}/reviews", json={"decision": "reject"}), 201)["state"] == "rejected"
 
 
-def race(*calls) -> list:
-    """Run the calls at once (a barrier releases them together); their results in order."""
-    results = [None] * len(calls)
-    barrier = threading.Barrier(len(calls))
-
-    def run(i, call):
-        barrier.wait()
-        results[i] = call()
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
 def test_concurrent_edit_and_review_never_count_an_unseen_revision(live_server, open_request):
     rid = open_request
     author = LiveClient(live_server.url, make_token("editor", "eddie"))
@@ -566,7 +548,7 @@ def test_concurrent_edit_and_review_never_count_an_unseen_revision(live_server, 
     for round_ in range(8):
         current = reviewer.get(f"{CR}/{rid}").json
         seen, earlier = current["revision"], approvals_by_rita(current)
-        edit, review = race(
+        edit, review = at_once(
             lambda: author.patch(f"{CR}/{rid}", json={"comment": f"round {round_}"}).status,  # noqa: B023
             lambda: reviewer.post(f"{CR}/{rid}/reviews", json={"decision": "approve",
                                                                "revision": seen}).status)  # noqa: B023

@@ -46,3 +46,10 @@ class Console:
     @staticmethod
     def version(page: str, form_action: str | None = None) -> str:
         return re.search(r'name="version" value="(\d+)"', page).group(1)
+
+
+def signed_in(app, role: str, name: str) -> "Console":
+    """A console client signed in with a new token of ``role`` named ``name``."""
+    c = Console(app.test_client())
+    c.login(token(role, name))
+    return c

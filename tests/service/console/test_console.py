@@ -13,7 +13,7 @@ from service.domain import tokens as token_domain
 from service.extensions import db
 from service.models import AuditEntry, Flag, Token
 
-from .helpers import Console, token
+from .helpers import Console, signed_in, token
 
 BOOLEAN = {"key": "checkout", "kind": "boolean",
            "variations": [{"key": "on", "value": True}, {"key": "off", "value": False}]}
@@ -21,9 +21,7 @@ BOOLEAN = {"key": "checkout", "kind": "boolean",
 
 @pytest.fixture
 def console(app):
-    c = Console(app.test_client())
-    c.login(token("editor", "erin"))
-    return c
+    return signed_in(app, "editor", "erin")
 
 
 @pytest.fixture

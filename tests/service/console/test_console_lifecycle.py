@@ -12,23 +12,19 @@ from service.domain import flags as flag_domain
 from service.extensions import db
 from service.models import AuditEntry, Flag, Webhook, WebhookDelivery
 
-from .helpers import Console, token
+from .helpers import Console, signed_in
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 
 
 @pytest.fixture
 def admin_console(app):
-    c = Console(app.test_client())
-    c.login(token("admin", "ada"))
-    return c
+    return signed_in(app, "admin", "ada")
 
 
 @pytest.fixture
 def editor_console(app):
-    c = Console(app.test_client())
-    c.login(token("editor", "erin"))
-    return c
+    return signed_in(app, "editor", "erin")
 
 
 def make_flag(key, created=None, **fields):

@@ -14,23 +14,19 @@ from service.extensions import db
 from service.models import AuditEntry
 
 from ..test_holdouts import group_of
-from .helpers import Console, token
+from .helpers import Console, signed_in
 
 ONOFF = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 
 
 @pytest.fixture
 def console(app):
-    c = Console(app.test_client())
-    c.login(token("editor", "erin"))
-    return c
+    return signed_in(app, "editor", "erin")
 
 
 @pytest.fixture
 def viewer_console(app):
-    c = Console(app.test_client())
-    c.login(token("viewer", "vic"))
-    return c
+    return signed_in(app, "viewer", "vic")
 
 
 def audit(resource_type="holdout"):

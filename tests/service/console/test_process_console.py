@@ -24,37 +24,11 @@ from service.models import (
 )
 from service.worker import Worker
 
-from .helpers import Console, token
+from .helpers import Console, signed_in
 from .process_support import boolean_flag, harmful_rollout, protect
 
 PROD = "/flags/checkout/targeting/production"
 BASE_FORM = {"enabled": "true", "off_variation": "off", "fallthrough.kind": "variation", "fallthrough.variation": "on"}
-
-
-def signed_in(app, role: str, name: str) -> Console:
-    c = Console(app.test_client())
-    c.login(token(role, name))
-    return c
-
-
-@pytest.fixture
-def erin(app):
-    return signed_in(app, "editor", "erin")
-
-
-@pytest.fixture
-def rita(app):
-    return signed_in(app, "editor", "rita")
-
-
-@pytest.fixture
-def ravi(app):
-    return signed_in(app, "editor", "ravi")
-
-
-@pytest.fixture
-def ada(app):
-    return signed_in(app, "admin", "ada")
 
 
 @pytest.fixture

@@ -14,29 +14,8 @@ from service.domain import flags as flag_domain
 from service.extensions import db
 from service.models import AuditEntry, ChangeRequest
 
-from .helpers import Console, token
+from .helpers import Console
 from .process_support import boolean_flag, protect
-
-
-def signed_in(app, role: str, name: str) -> Console:
-    c = Console(app.test_client())
-    c.login(token(role, name))
-    return c
-
-
-@pytest.fixture
-def erin(app):
-    return signed_in(app, "editor", "erin")
-
-
-@pytest.fixture
-def rita(app):
-    return signed_in(app, "editor", "rita")
-
-
-@pytest.fixture
-def ravi(app):
-    return signed_in(app, "editor", "ravi")
 
 
 def requests() -> list[ChangeRequest]:
