@@ -194,15 +194,24 @@ def change_request_edit(request_id):
         targeting = flag_views.parse_targeting(unflatten(form_items()), keys)
         action = request.form.get("action") or "save"
         if not flag_views.apply_action(targeting, action, keys):
-            changes = {"targeting": targeting, "comment": request.form.get("comment", "")}
-            outcome = attempt(lambda: domain.update(actor(), request_id, load(ChangeRequestPatchSchema(), changes),
-                                                    admin=can("admin"), if_match=form_version))
+            outcome = _save_proposal(request_id, "targeting", targeting, form_version)
             if outcome.ok:
-                return _done(request_id, f"Saved change request #{request_id} as revision "
-                                         f"{outcome.value.revision}; its approvals start again from zero.")
+                return _saved(request_id, outcome)
             errors, status = outcome.without_prefix("targeting"), outcome.status
     return flag_views.render_editor(flag, data["environment"], targeting, errors=errors, outcome=outcome,
                                     form_version=form_version, status=status, change_request=data)
+
+
+def _save_proposal(request_id: int, field: str, proposal: dict, form_version) -> Outcome:
+    """A new revision of the request's ``field`` (targeting or rollout) with the form's comment."""
+    changes = {field: proposal, "comment": request.form.get("comment", "")}
+    return attempt(lambda: domain.update(actor(), request_id, load(ChangeRequestPatchSchema(), changes),
+                                         admin=can("admin"), if_match=form_version))
+
+
+def _saved(request_id: int, outcome: Outcome):
+    return _done(request_id, f"Saved change request #{request_id} as revision "
+                             f"{outcome.value.revision}; its approvals start again from zero.")
 
 
 def _edit_rollout(request_id: int, data: dict, flag):
@@ -212,12 +221,9 @@ def _edit_rollout(request_id: int, data: dict, flag):
         form_version = version()
         proposal, action = rollout_views.parse_form()
         if not rollout_views.apply_step_action(proposal, action):
-            changes = {"rollout": proposal, "comment": request.form.get("comment", "")}
-            outcome = attempt(lambda: domain.update(actor(), request_id, load(ChangeRequestPatchSchema(), changes),
-                                                    admin=can("admin"), if_match=form_version))
+            outcome = _save_proposal(request_id, "rollout", proposal, form_version)
             if outcome.ok:
-                return _done(request_id, f"Saved change request #{request_id} as revision "
-                                         f"{outcome.value.revision}; its approvals start again from zero.")
+                return _saved(request_id, outcome)
             errors, status = outcome.without_prefix("rollout"), outcome.status
     return rollout_views.render_form(flag, data["environment"], proposal, errors=errors, outcome=outcome,
                                      status=status, change_request=data, form_version=form_version)
