@@ -223,6 +223,12 @@ def _power_check(power: dict, total: int) -> list[dict]:
         + (f"; about {still} more units are needed." if still else ".")))]
 
 
+def settings_fields(settings: dict) -> dict:
+    """The analysis settings as a results document states them (experiments and holdouts alike)."""
+    return {"engine": settings["engine"], "sequential": bool(settings["sequential"]),
+            "cuped": bool(settings["cuped"]), "alpha": settings["alpha"], "correction": settings["correction"]}
+
+
 def document(design: Design, metrics: list[MetricInfo], settings: dict, *, units: dict,
              multiple_exposures: int, overall: dict, slices: dict | None = None,
              dimension: str | None = None, missing: list[str] | tuple = (),
@@ -253,11 +259,7 @@ def document(design: Design, metrics: list[MetricInfo], settings: dict, *, units
         "computed_at": computed_at,
         "control": design.control,
         "primary_metric": design.primary_metric,
-        "engine": settings["engine"],
-        "sequential": bool(settings["sequential"]),
-        "cuped": bool(settings["cuped"]),
-        "alpha": settings["alpha"],
-        "correction": settings["correction"],
+        **settings_fields(settings),
         "units": units,
         "multiple_exposures": multiple_exposures,
         "srm": {"p_value": srm.p_value, "flagged": srm.flagged},

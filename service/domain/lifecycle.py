@@ -195,37 +195,39 @@ def filter_page(stmt, stage: str, *, limit: int, cursor: str | None, now: dateti
     now = now or utcnow()
     after = decode_cursor(cursor) if cursor else 0
     found: list[Flag] = []
-    while len(found) <= limit:
-        chunk = list(db.session.scalars(stmt.where(Flag.id > after).order_by(Flag.id).limit(CHUNK)))
-        if not chunk:
-            break
+    for chunk in _in_chunks(stmt, after):
         stages = compute(chunk, now)
-        for flag in chunk:
-            if stages[flag.id].stage == stage:
-                found.append(flag)
-                if len(found) > limit:
-                    break
-        after = chunk[-1].id
-        if len(chunk) < CHUNK:
+        found += [flag for flag in chunk if stages[flag.id].stage == stage]
+        if len(found) > limit:
             break
     more = len(found) > limit
     found = found[:limit]
     return Page(found, encode_cursor(found[-1].id) if more and found else None)
 
 
+def _in_chunks(stmt, after: int = 0):
+    """The flags of ``stmt`` (a SELECT of Flag) with ids above ``after``, CHUNK at a time in id
+    order, so memory stays bounded however many there are."""
+    while True:
+        chunk = list(db.session.scalars(stmt.where(Flag.id > after).order_by(Flag.id).limit(CHUNK)))
+        if chunk:
+            yield chunk
+        if len(chunk) < CHUNK:
+            return
+        after = chunk[-1].id
+
+
+def _live_flags_in_chunks():
+    return _in_chunks(sa.select(Flag).where(Flag.archived.is_(False)))
+
+
 def cleanup(now: datetime | None = None) -> list[tuple[Flag, Lifecycle]]:
     """Live flags that are potentially stale or ready to archive, the latter first, oldest first."""
     now = now or utcnow()
     out: list[tuple[Flag, Lifecycle]] = []
-    after = 0
-    while True:
-        chunk = list(db.session.scalars(sa.select(Flag).where(Flag.archived.is_(False), Flag.id > after)
-                                        .order_by(Flag.id).limit(CHUNK)))
-        if not chunk:
-            break
+    for chunk in _live_flags_in_chunks():
         stages = compute(chunk, now)
         out += [(f, stages[f.id]) for f in chunk if stages[f.id].stage in ("ready_to_archive", "potentially_stale")]
-        after = chunk[-1].id
     order = {"ready_to_archive": 0, "potentially_stale": 1}
     return sorted(out, key=lambda pair: (order[pair[1].stage], pair[0].created_at, pair[0].id))
 
@@ -234,15 +236,9 @@ def counts(now: datetime | None = None) -> dict[str, int]:
     """How many live flags are in each stage."""
     now = now or utcnow()
     totals = dict.fromkeys(STAGES, 0)
-    after = 0
-    while True:
-        chunk = list(db.session.scalars(sa.select(Flag).where(Flag.archived.is_(False), Flag.id > after)
-                                        .order_by(Flag.id).limit(CHUNK)))
-        if not chunk:
-            break
+    for chunk in _live_flags_in_chunks():
         for item in compute(chunk, now).values():
             totals[item.stage] += 1
-        after = chunk[-1].id
     return totals
 
 
