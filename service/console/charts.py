@@ -162,6 +162,27 @@ def forest_plot(rows: Sequence[ForestRow], *, title: str, x_label: str, ident: s
     return Markup("".join(out))
 
 
+def _y_grid(out: list, ticks, y, tick_fmt, left: float, right_edge: float) -> None:
+    """Horizontal grid lines with their value labels on the left."""
+    for t in ticks:
+        py = y(t)
+        out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{right_edge}" y2="{py:.1f}" stroke="{GRID}"/>')
+        out.append(f'<text x="{left - 8}" y="{py + 4:.1f}" text-anchor="end" fill="{MUTED}">'
+                   f'{escape(tick_fmt(t) if t else "0")}</text>')
+
+
+def _axes(out: list, zero: float, left: float, right_edge: float, top: float, plot_bottom: float,
+          x_label: str, y_label: str) -> None:
+    """The zero line and both axis titles."""
+    out.append(f'<line x1="{left}" y1="{zero:.1f}" x2="{right_edge}" y2="{zero:.1f}" stroke="{INK}" '
+               f'stroke-width="1.5"/>')
+    out.append(f'<text x="{(left + right_edge) / 2:.1f}" y="{plot_bottom + 42}" text-anchor="middle" '
+               f'fill="{INK}" font-weight="600">{escape(x_label)}</text>')
+    mid = (top + plot_bottom) / 2
+    out.append(f'<text transform="translate(16 {mid:.1f}) rotate(-90)" text-anchor="middle" fill="{INK}" '
+               f'font-weight="600">{escape(y_label)}</text>')
+
+
 @dataclass
 class Series:
     label: str
@@ -188,23 +209,13 @@ def interval_series(x_labels: Sequence[str], series: Sequence[Series], *, title:
     desc = "; ".join(f"{s.label} on {x_labels[p[0]]}: {fmt(p[1])}" + (f" ({fmt(p[2])} to {fmt(p[3])})" if p[2] is not None else "")
                      for s, p in zip(series, last, strict=False) if p[1] is not None) or "No data yet."
     out = _open(width, height, title, f"{len(x_labels)} days. Latest: {desc}", ident)
-    for t in ticks:
-        py = y(t)
-        out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="{GRID}"/>')
-        out.append(f'<text x="{left - 8}" y="{py + 4:.1f}" text-anchor="end" fill="{MUTED}">'
-                   f'{escape(tick_fmt(t) if t else "0")}</text>')
+    _y_grid(out, ticks, y, tick_fmt, left, width - right)
     every = max(1, math.ceil(len(x_labels) / 8))
     for i, label in enumerate(x_labels):
         if i % every == 0 or i == len(x_labels) - 1:
             out.append(f'<text x="{x(i):.1f}" y="{plot_bottom + 18}" text-anchor="middle" fill="{MUTED}">'
                        f'{escape(label)}</text>')
-    out.append(f'<line x1="{left}" y1="{y(0):.1f}" x2="{width - right}" y2="{y(0):.1f}" stroke="{INK}" '
-               f'stroke-width="1.5"/>')
-    out.append(f'<text x="{(left + width - right) / 2:.1f}" y="{plot_bottom + 42}" text-anchor="middle" '
-               f'fill="{INK}" font-weight="600">{escape(x_label)}</text>')
-    mid = (top + plot_bottom) / 2
-    out.append(f'<text transform="translate(16 {mid:.1f}) rotate(-90)" text-anchor="middle" fill="{INK}" '
-               f'font-weight="600">{escape(y_label)}</text>')
+    _axes(out, y(0), left, width - right, top, plot_bottom, x_label, y_label)
     for k, s in enumerate(series):
         color, dash, shape = PALETTE[k % len(PALETTE)], DASHES[k % len(DASHES)], SHAPES[k % len(SHAPES)]
         band = [p for p in s.points if p[2] is not None and p[3] is not None]
@@ -288,11 +299,7 @@ def guardrail_plot(checks: Sequence[Check], *, title: str, y_label: str, x_label
     label_y = plot_bottom - 8 if harm_below else top + 16
     harm_label = (f'<text x="{left + 8}" y="{label_y:.1f}" fill="{HARM}" font-weight="600" stroke="#fff" '
                   f'stroke-width="4" paint-order="stroke">{arrow} harm side: {escape(harm_text)}</text>')
-    for t in ticks:
-        py = y(t)
-        out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}" stroke="{GRID}"/>')
-        out.append(f'<text x="{left - 8}" y="{py + 4:.1f}" text-anchor="end" fill="{MUTED}">'
-                   f'{escape(tick_fmt(t) if t else "0")}</text>')
+    _y_grid(out, ticks, y, tick_fmt, left, width - right)
     # Step boundaries: where the check's step changes.
     for i in range(n):
         if i == 0 or checks[i].stage != checks[i - 1].stage:
@@ -307,13 +314,7 @@ def guardrail_plot(checks: Sequence[Check], *, title: str, y_label: str, x_label
             anchor = "end" if i == n - 1 and n > 1 else "middle"
             out.append(f'<text x="{x(i):.1f}" y="{plot_bottom + 18}" text-anchor="{anchor}" fill="{MUTED}">'
                        f'{escape(c.label)}</text>')
-    out.append(f'<line x1="{left}" y1="{zero:.1f}" x2="{width - right}" y2="{zero:.1f}" stroke="{INK}" '
-               f'stroke-width="1.5"/>')
-    out.append(f'<text x="{(left + width - right) / 2:.1f}" y="{plot_bottom + 42}" text-anchor="middle" '
-               f'fill="{INK}" font-weight="600">{escape(x_label)}</text>')
-    mid = (top + plot_bottom) / 2
-    out.append(f'<text transform="translate(16 {mid:.1f}) rotate(-90)" text-anchor="middle" fill="{INK}" '
-               f'font-weight="600">{escape(y_label)}</text>')
+    _axes(out, zero, left, width - right, top, plot_bottom, x_label, y_label)
     color = PALETTE[0]
     band = [(i, c) for i, c in enumerate(checks) if c.lo is not None and c.hi is not None]
     if len(band) >= 2:
