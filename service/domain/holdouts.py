@@ -25,7 +25,7 @@ from ..models import Environment, Event, Experiment, Flag, FlagTargeting, Holdou
 from . import Actor, audit, limits, ruleset_versions, unit_of_work
 from . import metrics as metric_domain
 from .errors import Conflict, NotFound, ValidationFailed
-from .locking import for_update, share
+from .locking import get_by_key, share
 from .pagination import Page, paginate
 from .versioning import check_version
 
@@ -37,13 +37,7 @@ POPULATION = ("percent", "unit")  # fields that decide who is held out
 
 def get(key: str, *, lock: bool = False) -> Holdout:
     """The holdout; with ``lock``, locked for writing until the unit of work ends (service/domain/locking.py)."""
-    if lock:
-        holdout = for_update(Holdout, Holdout.key == key)
-    else:
-        holdout = db.session.scalars(sa.select(Holdout).where(Holdout.key == key)).first()
-    if holdout is None:
-        raise NotFound(f"Holdout '{key}' does not exist.")
-    return holdout
+    return get_by_key(Holdout, key, lock=lock, name="Holdout")
 
 
 def _environment_keys(ids) -> dict[int, str]:
